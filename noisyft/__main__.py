@@ -1,0 +1,5 @@
+import sys
+
+from noisyft.cli import main
+
+sys.exit(main())

@@ -1,0 +1,184 @@
+"""The Python API: ``fit``, ``detect``, ``predict`` and ``demo`` (the CLI calls these).
+
+>>> from noisyft import api
+>>> result = api.fit(data="photos/", labels="noisy.csv", method="turn")
+>>> result.label_issues.head()          # most suspect labels first
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from noisyft.backbones import Classifier, create_backbone
+from noisyft.config import FitConfig, parse_optim
+from noisyft.data import LabeledSet, load_data, stratified_holdout
+from noisyft.data.base import DataSplits
+from noisyft.data.noise import apply_noise, parse_noise
+from noisyft.data.transforms import eval_transform
+from noisyft.engine import image_logits, resolve_device
+from noisyft.errors import UserError
+from noisyft.losses import per_sample_ce
+from noisyft.methods import METHODS, Context, MethodOutput
+from noisyft.report.label_issues import detection_metrics, label_issues_frame
+from noisyft.run import RunDir, load_weights
+from noisyft.selection import fit_per_class_gmm
+
+log = logging.getLogger("noisyft")
+
+
+@dataclass
+class FitResult:
+    """What a fit leaves: the run directory, headline numbers, the label-issue table and the model."""
+
+    run_dir: Path
+    summary: dict
+    label_issues: pd.DataFrame
+    model: Optional[torch.nn.Module] = None
+
+
+def prepare_data(cfg: FitConfig) -> tuple[DataSplits, Optional[LabeledSet], dict]:
+    """Load the data, inject noise if asked, carve the noisy validation split."""
+    splits = load_data(cfg.data, labels_csv=cfg.labels, test=cfg.test, test_fraction=cfg.test_fraction, seed=cfg.seed,
+                       folder_labels_are_true=cfg.folder_labels_are_true, skip_bad_images=cfg.skip_bad_images,
+                       max_train=cfg.max_train, max_test=cfg.max_test)
+    noise_info: dict = {}
+    if cfg.noise:
+        if cfg.labels:
+            raise UserError("--noise and --labels both given: the CSV already holds the given labels; drop one")
+        splits.train, noise_info = apply_noise(parse_noise(cfg.noise), splits.train, cfg.seed)
+    val = None
+    if cfg.val_fraction > 0:
+        keep, held = stratified_holdout(splits.train.labels, cfg.val_fraction, cfg.seed + 1)
+        val, splits.train = splits.train.subset(held), splits.train.subset(keep)
+    return splits, val, noise_info
+
+
+def _labels_frame(data: LabeledSet) -> pd.DataFrame:
+    df = pd.DataFrame({"index": np.arange(len(data)), "id": data.ids, "given_label": data.labels,
+                       "given_class": np.asarray(data.classes, dtype=object)[data.labels]})
+    if data.true_labels is not None:
+        df["true_label"] = data.true_labels
+    return df
+
+
+def _summary(cfg: FitConfig, run: RunDir, issues: pd.DataFrame, splits: DataSplits, noise_info: dict) -> dict:
+    metrics = run.records("metrics")
+    tests = [m for m in metrics if "test_acc" in m]
+    summary = {"method": cfg.method, "backbone": cfg.backbone, "data": cfg.data, "noise": cfg.noise,
+               "realised_noise": noise_info.get("realised_rate"), "n_train": len(splits.train),
+               "n_test": 0 if splits.test is None else len(splits.test), "seed": cfg.seed,
+               "timings": {**run.timings, "total": sum(run.timings.values())}}
+    if tests:
+        summary["best_test_acc"] = max(m["test_acc"] for m in tests)
+        summary["last_test_acc"] = tests[-1]["test_acc"]
+        vals = [m for m in tests if "val_acc" in m]
+        if vals:
+            best = max(vals, key=lambda m: m["val_acc"])
+            summary["val_selected_test_acc"] = best["test_acc"]
+            summary["val_selected_epoch"] = f"{best['phase']}:{best['epoch']}"
+    selection = run.records("selection")
+    if selection:
+        summary["selection"] = selection
+    summary["detection"] = detection_metrics(issues)
+    return summary
+
+
+def finish(ctx: Context, out: MethodOutput, splits: DataSplits, noise_info: dict) -> FitResult:
+    """Write the label-issue table, the model and the summary of a finished method."""
+    cfg, run, train = ctx.cfg, ctx.run, ctx.train
+    clean_prob = out.clean_prob
+    if clean_prob is None:
+        losses = per_sample_ce(out.train_logits, torch.as_tensor(train.labels)).numpy()
+        clean_prob = fit_per_class_gmm(losses, train.labels, train.num_classes).clean_prob
+    issues = label_issues_frame(train.ids, train.labels, out.train_logits, clean_prob, train.classes, tau=cfg.tau,
+                                true_labels=train.true_labels)
+    run.write_frame("label_issues.csv", issues)
+    meta = {"backbone": cfg.backbone, "image_size": ctx.backbone.preprocess.size, "classes": train.classes,
+            "preprocess": ctx.backbone.preprocess.to_dict()}
+    run.save_model(out.model, meta)
+    summary = _summary(cfg, run, issues, splits, noise_info)
+    run.write_json("summary.json", summary)
+    run.finish("done")
+    return FitResult(run.path, summary, issues, out.model)
+
+
+def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
+    """Train ``config.method`` on the data and write a run directory; see FitConfig for every option.
+
+    Running the same configuration again returns the finished run instead of
+    recomputing it (features are cached across runs and methods regardless).
+    """
+    cfg = dataclasses.replace(config or FitConfig(), **overrides)
+    method = METHODS.get(cfg.method)
+    splits, val, noise_info = prepare_data(cfg)
+    run = RunDir(cfg.run_dir(), cfg.identity(), dataclasses.asdict(cfg))
+    if "done" in run.state["finished"] and run.file("label_issues.csv").exists():
+        log.info("run %s already finished; returning its results", run.path)
+        return FitResult(run.path, run.read_json("summary.json"), pd.read_csv(run.file("label_issues.csv")))
+    run.reset_logs()
+    run.write_frame("labels.csv", _labels_frame(splits.train))
+    run.write_json("noise.json", noise_info)
+    run.write_json("data.json", splits.info)
+    torch.manual_seed(cfg.seed)
+    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, image_size=cfg.image_size)
+    lp_default, fft_default = backbone.hparams
+    ctx = Context(cfg, splits.train, splits.test, val, backbone, run, resolve_device(cfg.device),
+                  parse_optim(cfg.lp_optim, lp_default, "lp-optim"), parse_optim(cfg.fft_optim, fft_default, "fft-optim"))
+    run.write_json("optim.json", {"lp": dataclasses.asdict(ctx.lp_optim), "fft": dataclasses.asdict(ctx.fft_optim)})
+    return finish(ctx, method(ctx), splits, noise_info)
+
+
+def detect(config: Optional[FitConfig] = None, **overrides) -> pd.DataFrame:
+    """The label-issue table only: TURN's linear-probing detector (no fine-tuning unless epochs_fft is given)."""
+    overrides.setdefault("epochs_fft", 0)
+    overrides.setdefault("test_fraction", 0.0)
+    return fit(config, **overrides).label_issues
+
+
+def load_model(run_dir: str | Path) -> tuple[Classifier, dict]:
+    """Rebuild a run's model from its config and ``model.safetensors`` (no pickle, no download)."""
+    run_dir = Path(run_dir)
+    weights = run_dir / "model.safetensors"
+    if not weights.exists():
+        raise UserError(f"{weights} not found: is {run_dir} a finished noisyft run?")
+    from safetensors import safe_open
+    import json
+
+    with safe_open(str(weights), "pt") as f:
+        meta = {k: json.loads(v) for k, v in f.metadata().items()}
+    backbone = create_backbone(meta["backbone"], pretrained=False, image_size=meta["image_size"])
+    model = Classifier(backbone, len(meta["classes"]))
+    model.load_state_dict(load_weights(weights))
+    return model.eval(), meta
+
+
+def predict(run_dir: str | Path, data: str, *, batch_size: int = 128, device: str = "auto",
+            num_workers: Optional[int] = None, progress: bool = True) -> pd.DataFrame:
+    """Predict classes for every image of ``data`` (folder, zip or dataset spec) with a run's model."""
+    model, meta = load_model(run_dir)
+    splits = load_data(data, test_fraction=0.0)
+    images = splits.train
+    dev = resolve_device(device)
+    model.to(dev)
+    logits = image_logits(model, images, eval_transform(model.backbone.preprocess), device=dev, batch_size=batch_size,
+                          num_workers=num_workers, desc="predict", progress=progress)
+    probs = logits.softmax(1).numpy()
+    classes = np.asarray(meta["classes"], dtype=object)
+    pred = probs.argmax(1)
+    return pd.DataFrame({"id": images.ids, "predicted_label": pred, "predicted_class": classes[pred],
+                         "confidence": probs.max(1)})
+
+
+DEMO = dict(data="demo", noise="sym:0.6", image_size=64, epochs_lp=20, epochs_fft=4, seed=0)
+
+
+def demo(**overrides) -> FitResult:
+    """TURN on the packaged CIFAR-10 sample (2,000 train / 500 test, real images) with 60% symmetric noise."""
+    return fit(FitConfig(**{**DEMO, "out": "runs/demo", **overrides}))

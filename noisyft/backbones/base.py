@@ -1,0 +1,104 @@
+"""The backbone contract: a frozen-or-trainable feature extractor that knows its
+feature size, its preprocessing and its paper-style optimiser defaults."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images are turned into tensors for this backbone (part of the feature-cache key)."""
+
+    size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bicubic"
+
+    def with_size(self, size: int | None) -> "Preprocess":
+        return self if not size else Preprocess(size, self.mean, self.std, self.interpolation)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """One optimiser setting (the TURN paper's Table 8 lists one per backbone and phase)."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    momentum: float = 0.9
+
+    def build(self, params) -> torch.optim.Optimizer:
+        if self.name == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        if self.name == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.name == "adam":
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        raise ValueError(f"unknown optimiser {self.name!r} (sgd, adam, adamw)")
+
+
+# Table 8 of the TURN paper; CNNs without a row use ResNet-50's settings.
+PAPER_HPARAMS: dict[str, tuple[OptimConfig, OptimConfig]] = {
+    "vit": (OptimConfig("sgd", 1e-2, 1e-3), OptimConfig("sgd", 1e-2, 1e-5)),
+    "convnext": (OptimConfig("sgd", 1e-1, 1e-4), OptimConfig("adamw", 1e-4, 1e-4)),
+    "mae": (OptimConfig("adamw", 1e-2, 1e-5), OptimConfig("adamw", 1e-4, 1e-3)),
+    "msn": (OptimConfig("sgd", 1e-2, 1e-2), OptimConfig("sgd", 1e-3, 1e-5)),
+    "clip": (OptimConfig("adamw", 1e-3, 1e-6), OptimConfig("adamw", 1e-5, 1e-5)),
+    "resnet": (OptimConfig("adamw", 1e-3, 1e-5), OptimConfig("adamw", 1e-3, 1e-5)),
+}
+
+
+class Backbone(nn.Module):
+    """Wraps a model so that ``forward(images) -> (B, num_features)`` pooled features.
+
+    ``name`` and ``weights_id`` identify the weights for the feature cache;
+    ``family`` picks the paper's default optimiser settings (PAPER_HPARAMS).
+    """
+
+    def __init__(self, model: nn.Module, *, name: str, weights_id: str, preprocess: Preprocess,
+                 family: str = "resnet", num_features: int | None = None):
+        super().__init__()
+        self.model = model
+        self.name = name
+        self.weights_id = weights_id
+        self.preprocess = preprocess
+        self.family = family
+        self.num_features = num_features if num_features is not None else self._probe_features()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features of a batch; subclasses of the wrapped family override via ``pool``."""
+        return self.model(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    @torch.no_grad()
+    def _probe_features(self) -> int:
+        was = self.training
+        self.eval()
+        out = self.features(torch.zeros(1, 3, self.preprocess.size, self.preprocess.size))
+        self.train(was)
+        return int(out.shape[-1])
+
+    @property
+    def hparams(self) -> tuple[OptimConfig, OptimConfig]:
+        """(LP, FFT) optimiser defaults for this backbone family."""
+        return PAPER_HPARAMS.get(self.family, PAPER_HPARAMS["resnet"])
+
+
+class Classifier(nn.Module):
+    """Backbone plus a linear head: g(f(x)). The head is what linear probing trains."""
+
+    def __init__(self, backbone: Backbone, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.num_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))

@@ -1,0 +1,233 @@
+"""``noisyft <verb>``: a thin command line over :mod:`noisyft.api`.
+
+Every ``fit``/``detect`` option is a FitConfig field (``--epochs-lp`` ↔
+``epochs_lp``); ``--config FILE.yaml`` sets any of them, and the command line
+overrides the file. User mistakes print one ``error:`` line (``--debug`` shows
+the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import typing
+from pathlib import Path
+
+from noisyft.config import FitConfig
+from noisyft.errors import UserError
+
+HELP = {
+    "data": "training images: a folder or .zip tree (root/<class>/<file>, optional train/ and test/), or a dataset: "
+            "demo, cifar10:PATH, cifar100:PATH, fashion-mnist[:PATH]",
+    "labels": "CSV with columns path,label giving the (possibly wrong) labels; overrides folder labels",
+    "test": "separate test tree (folder or zip)",
+    "test_fraction": "share of the training data held out as test set when the data has none (0 = no test set)",
+    "val_fraction": "share of the (noisy) training data held out for model selection; the report says which epoch it picks",
+    "noise": "inject label noise into the training labels: sym:R (uniform, may redraw the true class), symflip:R "
+             "(never the true class), asym:R (CIFAR-10/100 maps), asym-block:R, inst:R (CORES), inst-ptd:R",
+    "method": "method name (see `noisyft methods`)",
+    "backbone": "efficientnet_lite0 (offline default), any timm name, or hf:<hub id or local dir>",
+    "pretrained": "start from pretrained weights (--no-pretrained: random initialisation)",
+    "image_size": "input resolution (default: the backbone's own)",
+    "epochs_lp": "linear-probing epochs (E_LP)", "epochs_fft": "full fine-tuning epochs (E_FFT)",
+    "tau": "GMM clean-posterior threshold", "gce_q": "q of the GCE loss used in linear probing",
+    "batch_size": "batch size", "lp_optim": "linear-probing optimiser name:lr:weight_decay (default: backbone's paper setting)",
+    "fft_optim": "fine-tuning optimiser name:lr:weight_decay", "augment": "flip-affine (CIFAR), crop (web photos) or none",
+    "max_train": "use a class-balanced subset of this many training images", "max_test": "likewise for the test set",
+    "skip_bad_images": "skip images that cannot be decoded (listed in data.json) instead of failing",
+    "folder_labels_are_true": "with --labels: the folder names are true labels (enables precision/recall)",
+    "seed": "seed for noise, splits, subsampling, data order and initialisation", "device": "auto, cpu, cuda, cuda:1…",
+    "num_workers": "image decoding workers (default: cores − 1)", "cache_dir": "feature cache (default $NOISYFT_CACHE or ~/.cache/noisyft)",
+    "out": "run directory (default runs/<method>-<config hash>; rerunning resumes it)", "progress": "show progress bars",
+    "extra": "method-specific setting KEY=VALUE (repeatable)",
+}
+
+
+def _arg_type(tp):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args else tp
+
+
+def add_config_options(p: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+    """One ``--long-option`` per FitConfig field; defaults stay None so config files can fill them."""
+    hints = typing.get_type_hints(FitConfig)
+    for f in dataclasses.fields(FitConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else None)
+        help_ = f"{HELP.get(f.name, '')} [default: {default}]"
+        tp = _arg_type(hints[f.name])
+        if tp is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif tp is dict:
+            p.add_argument(flag, dest=f.name, action="append", default=None, metavar="KEY=VALUE", help=help_)
+        else:
+            p.add_argument(flag, dest=f.name, type=tp, default=None, metavar=f.name.upper(), help=help_)
+    p.add_argument("--config", help="YAML or JSON file whose keys are these option names")
+
+
+def _parse_extra(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--extra {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def read_config_file(path: str) -> dict:
+    """Keys may use - or _; unknown keys are reported by FitConfig.from_dict."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(f"--config {path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"--config {path}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path}: expected a mapping of option: value")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def config_from_args(ns: argparse.Namespace, base: dict | None = None) -> FitConfig:
+    values = dict(base or {})
+    if ns.config:
+        values.update(read_config_file(ns.config))
+    for f in dataclasses.fields(FitConfig):
+        v = getattr(ns, f.name, None)
+        if v is not None:
+            values[f.name] = _parse_extra(v) if f.name == "extra" else v
+    return FitConfig.from_dict(values)
+
+
+def _print_result(res, top: int = 10) -> None:
+    s = res.summary
+    issues = res.label_issues
+    cols = [c for c in ("rank", "id", "given_class", "predicted_class", "label_quality", "true_class") if c in issues]
+    print(f"\nMost suspect labels (of {len(issues)}; full table in {res.run_dir / 'label_issues.csv'}):")
+    print(issues[cols].head(top).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    parts = [f"run: {res.run_dir}"]
+    if "best_test_acc" in s:
+        parts.append(f"test acc best {s['best_test_acc']:.4f} last {s['last_test_acc']:.4f}")
+    if "val_selected_test_acc" in s:
+        parts.append(f"val-selected {s['val_selected_test_acc']:.4f} ({s['val_selected_epoch']})")
+    if s.get("selection"):
+        last = s["selection"][-1]
+        if "precision" in last:
+            parts.append(f"selection P/R/F1 {last['precision']:.3f}/{last['recall']:.3f}/{last['f1']:.3f}")
+    det = s.get("detection") or {}
+    if "auroc" in det:
+        parts.append(f"label-issue AUROC {det['auroc']:.3f}")
+    parts.append(f"flagged {int(issues['is_label_issue'].sum())}/{len(issues)}")
+    parts.append(f"time {s['timings']['total']:.0f}s")
+    print("\n" + " | ".join(parts))
+
+
+def cmd_fit(ns) -> None:
+    from noisyft import api
+
+    _print_result(api.fit(config_from_args(ns)))
+
+
+def cmd_detect(ns) -> None:
+    from noisyft import api
+
+    cfg = config_from_args(ns, {"epochs_fft": 0, "test_fraction": 0.0})
+    _print_result(api.fit(cfg))
+
+
+def cmd_demo(ns) -> None:
+    from noisyft import api
+
+    cfg = config_from_args(ns, {**api.DEMO, "out": "runs/demo"})
+    print(f"demo: TURN on {cfg.data} (packaged CIFAR-10 sample) with {cfg.noise} noise, {cfg.backbone} at {cfg.image_size}px")
+    _print_result(api.fit(cfg))
+
+
+def cmd_predict(ns) -> None:
+    from noisyft import api
+
+    df = api.predict(ns.run, ns.data, batch_size=ns.batch_size, device=ns.device, num_workers=ns.num_workers)
+    if ns.output:
+        from noisyft.atomic import atomic_path
+
+        with atomic_path(ns.output) as tmp:
+            df.to_csv(tmp, index=False)
+        print(f"wrote {len(df)} predictions to {ns.output}")
+    else:
+        print(df.to_csv(index=False), end="")
+
+
+def cmd_methods(ns) -> None:
+    from noisyft.methods import METHODS
+
+    for name in METHODS.names():
+        doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
+        print(f"{name:14s} {doc[0] if doc else ''}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="noisyft", description="Fine-tune pre-trained vision models on noisily labelled "
+                                "images and find the wrong labels.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    fit = sub.add_parser("fit", help="train a method and write a run directory (model, metrics, label issues)",
+                         description="Train a method on a (noisy) dataset; writes a run directory.")
+    add_config_options(fit)
+    fit.set_defaults(func=cmd_fit)
+    det = sub.add_parser("detect", help="write the label-issue report only (linear-probing detector, no fine-tuning)",
+                         description="Rank the training labels by how likely they are wrong (TURN's LP detector by default).")
+    add_config_options(det, {"epochs_fft": 0, "test_fraction": 0.0})
+    det.set_defaults(func=cmd_detect)
+    demo = sub.add_parser("demo", help="TURN on the packaged CIFAR-10 sample with injected noise (offline, CPU)",
+                          description="Run TURN on a packaged 2,500-image CIFAR-10 sample with 60%% symmetric noise.")
+    from noisyft.api import DEMO
+
+    add_config_options(demo, {**DEMO, "out": "runs/demo"})
+    demo.set_defaults(func=cmd_demo)
+    pred = sub.add_parser("predict", help="predict classes for images with a finished run's model",
+                          description="Predict classes with the model of a finished run.")
+    pred.add_argument("--run", required=True, help="run directory of a finished fit")
+    pred.add_argument("--data", required=True, help="folder or zip of images (or a dataset spec)")
+    pred.add_argument("--output", help="CSV to write (default: print)")
+    pred.add_argument("--batch-size", type=int, default=128)
+    pred.add_argument("--device", default="auto")
+    pred.add_argument("--num-workers", type=int, default=None)
+    pred.set_defaults(func=cmd_predict)
+    meth = sub.add_parser("methods", help="list the registered methods")
+    meth.set_defaults(func=cmd_methods)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        ns.func(ns)
+    except UserError as e:
+        if ns.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to continue", file=sys.stderr)
+        return 130
+    except Exception as e:  # a diverged loss and other run failures: one line unless --debug
+        from noisyft.engine import TrainingDiverged
+
+        if ns.debug or not isinstance(e, TrainingDiverged):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Image sources: a folder of files, members of a zip, or an in-memory array.
+
+Each source maps an index to a PIL RGB image and has stable string ids and a
+cheap content fingerprint (the feature cache keys on it). Sources are pickled
+into DataLoader workers, so file handles are opened lazily in each process.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import IO, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from noisyft.data.base import ImageSource
+from noisyft.errors import UserError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+def is_image_name(name: str) -> bool:
+    """True if ``name`` has one of the image extensions (case-insensitive)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(fp: Union[str, Path, IO[bytes]], name: str) -> Image.Image:
+    """Decode ``fp`` fully into an RGB image; any failure → UserError naming ``name``.
+
+    ``convert`` forces the full decode, so truncated files fail here rather
+    than later inside a transform.
+    """
+    try:
+        with Image.open(fp) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"cannot read image {name}: file not found") from None
+    except Exception as e:  # PIL raises many types for corrupt data
+        reason = str(e) or type(e).__name__
+        raise UserError(f"cannot read image {name}: {reason}") from None
+
+
+class FolderSource(ImageSource):
+    """Image files under ``root``; ids are their posix paths relative to it."""
+
+    def __init__(self, root: Union[str, Path], relpaths: Sequence[str]):
+        self.root = Path(root)
+        self.ids = [Path(p).as_posix() for p in relpaths]
+
+    def path(self, i: int) -> Path:
+        return self.root / self.ids[i]
+
+    def load(self, i: int) -> Image.Image:
+        return decode_image(self.path(i), str(self.path(i)))
+
+    def fingerprint(self) -> str:
+        """sha256 over (relpath, size, mtime_ns): changes when any file is rewritten."""
+        h = hashlib.sha256(b"folder\0")
+        for rel in self.ids:
+            try:
+                st = (self.root / rel).stat()
+            except OSError:
+                raise UserError(f"image file missing: {self.root / rel}") from None
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+
+class ZipSource(ImageSource):
+    """Members of a zip archive; ids are the member names.
+
+    The ZipFile is opened on first use in each process (keyed by pid) and never
+    pickled, so forked or spawned DataLoader workers each get their own handle.
+    """
+
+    def __init__(self, zip_path: Union[str, Path], members: Sequence[str]):
+        self.zip_path = Path(zip_path)
+        self.ids = list(members)
+        self._handle: tuple[int, zipfile.ZipFile] | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handle"] = None
+        return state
+
+    def _zip(self) -> zipfile.ZipFile:
+        pid = os.getpid()
+        if self._handle is None or self._handle[0] != pid:
+            try:
+                self._handle = (pid, zipfile.ZipFile(self.zip_path))
+            except (OSError, zipfile.BadZipFile) as e:
+                raise UserError(f"cannot open zip {self.zip_path}: {e}") from None
+        return self._handle[1]
+
+    def load(self, i: int) -> Image.Image:
+        name = f"{self.zip_path}:{self.ids[i]}"
+        try:
+            data = self._zip().read(self.ids[i])
+        except KeyError:
+            raise UserError(f"cannot read image {name}: no such member in the zip") from None
+        except (OSError, zipfile.BadZipFile, EOFError) as e:
+            raise UserError(f"cannot read image {name}: {e}") from None
+        return decode_image(io.BytesIO(data), name)
+
+    def fingerprint(self) -> str:
+        """sha256 over (member, CRC32, size) from the central directory: a content hash for free."""
+        zf = self._zip()
+        h = hashlib.sha256(b"zip\0")
+        for m in self.ids:
+            try:
+                info = zf.getinfo(m)
+            except KeyError:
+                raise UserError(f"zip member missing: {self.zip_path}:{m}") from None
+            h.update(f"{m}\0{info.CRC:08x}\0{info.file_size}\n".encode())
+        return h.hexdigest()
+
+
+class ArraySource(ImageSource):
+    """Images held in a uint8 array, N×H×W×C (C = 1 or 3) or N×H×W grey; ids are indices."""
+
+    def __init__(self, array: np.ndarray):
+        array = np.asarray(array)
+        ok_shape = array.ndim == 3 or (array.ndim == 4 and array.shape[3] in (1, 3))
+        if array.dtype != np.uint8 or not ok_shape:
+            raise ValueError(f"ArraySource needs uint8 N×H×W or N×H×W×{{1,3}}, got {array.dtype} {array.shape}")
+        self.array = array
+        self.ids = [str(i) for i in range(len(array))]
+        self._fingerprint: str | None = None
+
+    def raw(self, i: int) -> np.ndarray:
+        a = self.array[i]
+        if a.ndim == 3 and a.shape[2] == 3:
+            return a
+        a = a.reshape(a.shape[0], a.shape[1])
+        return np.repeat(a[:, :, None], 3, axis=2)
+
+    def load(self, i: int) -> Image.Image:
+        return Image.fromarray(np.ascontiguousarray(self.raw(i)))
+
+    def fingerprint(self) -> str:
+        """sha256 of shape + bytes, computed once (the array is treated as immutable)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(f"array\0{self.array.shape}\n".encode())
+            h.update(np.ascontiguousarray(self.array).data)
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+
+def find_bad_indices(source: ImageSource) -> list[int]:
+    """Decode every image of ``source``; return the indices of those that fail."""
+    bad = []
+    for i in range(len(source)):
+        try:
+            source.load(i)
+        except UserError:
+            bad.append(i)
+    return bad
+
+
+def find_bad_images(source: ImageSource) -> list[str]:
+    """Decode every image of ``source``; return the ids of those that fail.
+
+    Used by the ``skip_bad_images`` option so one corrupt file does not stop a
+    long run half-way through an epoch.
+    """
+    return [source.ids[i] for i in find_bad_indices(source)]

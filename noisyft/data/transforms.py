@@ -1,0 +1,47 @@
+"""Image → tensor pipelines: the backbone's eval preprocessing and the training augmentations.
+
+Eval: resize the shorter side to the backbone's size, centre-crop, normalise with
+the backbone's mean/std (this is also what the feature cache stores). Training adds
+the TURN paper's augmentation: CIFAR-style ``flip → affine`` by default, or
+``crop`` (random resized crop → flip → colour jitter, as for Clothing1M/WebVision).
+"""
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+from noisyft.backbones.base import Preprocess
+
+AUGMENTATIONS = ("flip-affine", "crop", "none")
+
+
+def _interp(name: str) -> InterpolationMode:
+    return {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
+            "nearest": InterpolationMode.NEAREST}.get(name, InterpolationMode.BICUBIC)
+
+
+def _to_tensor(pre: Preprocess) -> list:
+    return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(pre.mean, pre.std)]
+
+
+def eval_transform(pre: Preprocess) -> T.Compose:
+    """Deterministic preprocessing used for feature extraction, selection and testing."""
+    return T.Compose([T.Resize(pre.size, interpolation=_interp(pre.interpolation), antialias=True),
+                      T.CenterCrop(pre.size), *_to_tensor(pre)])
+
+
+def train_transform(pre: Preprocess, augment: str = "flip-affine") -> T.Compose:
+    """Preprocessing plus augmentation for full fine-tuning."""
+    interp = _interp(pre.interpolation)
+    if augment == "none":
+        return eval_transform(pre)
+    if augment == "crop":
+        aug = [T.RandomResizedCrop(pre.size, interpolation=interp, antialias=True), T.RandomHorizontalFlip(),
+               T.ColorJitter(0.4, 0.4, 0.4)]
+        return T.Compose([*aug, *_to_tensor(pre)])
+    if augment == "flip-affine":
+        aug = [T.Resize(pre.size, interpolation=interp, antialias=True), T.CenterCrop(pre.size),
+               T.RandomHorizontalFlip(), T.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1))]
+        return T.Compose([*aug, *_to_tensor(pre)])
+    raise ValueError(f"unknown augmentation {augment!r} (choose from {', '.join(AUGMENTATIONS)})")

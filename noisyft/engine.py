@@ -1,0 +1,114 @@
+"""Training and evaluation loops shared by every method.
+
+Readable top to bottom, device-agnostic (so ``accelerate`` can wrap it later),
+deterministic given a seed: every shuffle uses a generator derived from
+``(seed, phase, epoch)`` and every per-sample result is returned in dataset
+index order, never batch order.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from noisyft.backbones.base import OptimConfig
+from noisyft.data.base import LabeledSet, TorchImageDataset
+from noisyft.features import forward_features, make_loader
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the phase, epoch and step."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def generator(seed: int, *salt: int) -> torch.Generator:
+    """A torch generator seeded from ``seed`` and a salt (phase id, epoch…)."""
+    mixed = int(np.random.SeedSequence([seed, *salt]).generate_state(1)[0])
+    return torch.Generator().manual_seed(mixed)
+
+
+def check_finite(loss: torch.Tensor, where: str, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"{where}: loss became {loss.item()} at epoch {epoch}, step {step}; "
+                               f"lower the learning rate (the last good checkpoint is kept)")
+
+
+def accuracy(logits: torch.Tensor | np.ndarray, labels: np.ndarray) -> float:
+    pred = np.asarray(torch.as_tensor(logits).argmax(1))
+    return float((pred == np.asarray(labels)).mean()) if len(pred) else float("nan")
+
+
+def train_head_epoch(head: nn.Linear, feats: torch.Tensor, labels: torch.Tensor, loss_fn: nn.Module,
+                     opt: torch.optim.Optimizer, *, batch_size: int, gen: torch.Generator, epoch: int) -> float:
+    """One epoch of linear probing on cached features; returns the mean loss."""
+    head.train()
+    order = torch.randperm(len(feats), generator=gen)
+    total, steps = 0.0, 0
+    for step, start in enumerate(range(0, len(order), batch_size)):
+        idx = order[start: start + batch_size].to(feats.device)
+        loss = loss_fn(head(feats[idx]), labels[idx], idx)
+        check_finite(loss, "linear probing", epoch, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total, steps = total + loss.item(), steps + 1
+    return total / max(steps, 1)
+
+
+@torch.no_grad()
+def head_logits(head: nn.Linear, feats: np.ndarray | torch.Tensor, device: torch.device, batch_size: int = 8192) -> torch.Tensor:
+    """Logits of a linear head over cached features (eval mode), on the CPU."""
+    head.eval()
+    out = [head(torch.as_tensor(np.asarray(feats[i: i + batch_size])).to(device)).float().cpu()
+           for i in range(0, len(feats), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, head.out_features)
+
+
+@torch.no_grad()
+def image_logits(model: nn.Module, data: LabeledSet, transform: Callable, *, device: torch.device,
+                 batch_size: int = 128, num_workers: Optional[int] = None, indices: Optional[Sequence[int]] = None,
+                 desc: str = "eval", progress: bool = True) -> torch.Tensor:
+    """Eval-mode logits of the whole model for ``data`` (all or ``indices``), in index order."""
+    model.eval()
+    ds = TorchImageDataset(data, transform, indices)
+    out = []
+    for x, _, _ in tqdm(make_loader(ds, batch_size, num_workers), desc=desc, leave=False, disable=not progress):
+        out.append(forward_features(model, x, device).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def train_image_epoch(model: nn.Module, data: LabeledSet, indices: Sequence[int], transform: Callable,
+                      loss_fn: nn.Module, opt: torch.optim.Optimizer, *, device: torch.device, gen: torch.Generator,
+                      epoch: int, batch_size: int = 128, num_workers: Optional[int] = None,
+                      desc: str = "train", progress: bool = True) -> float:
+    """One epoch of full fine-tuning over ``indices`` with augmentation; returns the mean loss."""
+    model.train()
+    ds = TorchImageDataset(data, transform, indices)
+    loader = make_loader(ds, batch_size, num_workers, shuffle=True, generator=gen, drop_last=len(ds) > batch_size)
+    total, steps = 0.0, 0
+    use_amp = device.type == "cuda"
+    for step, (x, y, idx) in enumerate(tqdm(loader, desc=desc, leave=False, disable=not progress)):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y, idx = y.to(device), idx.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y, idx)
+        check_finite(loss, "fine-tuning", epoch, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total, steps = total + loss.item(), steps + 1
+    return total / max(steps, 1) if steps else math.nan
+
+
+def make_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
+    return cfg.build([p for p in params if p.requires_grad])

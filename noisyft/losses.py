@@ -1,0 +1,92 @@
+"""Training losses for noisy labels: CE, GCE, SCE and ELR.
+
+Every loss is called as ``loss(logits, targets, index)`` where ``index`` holds
+the samples' dataset positions (ELR keeps a per-sample target; the others
+ignore it), so one training loop serves them all.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from noisyft.registry import Registry
+
+LOSSES: Registry = Registry("loss")
+
+
+class CE(nn.Module):
+    """Plain cross-entropy."""
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return F.cross_entropy(logits, targets)
+
+
+class GCE(nn.Module):
+    """Generalised cross-entropy (Zhang & Sabuncu 2018): L = (1 − p_ȳ^q) / q.
+
+    q → 0 recovers CE, q = 1 is MAE; q = 0.7 (TURN's LP loss) trades CE's fast
+    fitting for MAE's robustness to wrong labels.
+    """
+
+    def __init__(self, q: float = 0.7):
+        super().__init__()
+        self.q = q
+
+    def forward(self, logits, targets, index=None):
+        p = F.softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1).clamp_min(1e-7)
+        return ((1 - p.pow(self.q)) / self.q).mean()
+
+
+class SCE(nn.Module):
+    """Symmetric cross-entropy (Wang et al. 2019): α·CE + β·RCE, RCE with log 0 := −4 (A = −4)."""
+
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0, num_classes: int | None = None):
+        super().__init__()
+        self.alpha, self.beta = alpha, beta
+
+    def forward(self, logits, targets, index=None):
+        ce = F.cross_entropy(logits, targets)
+        p = F.softmax(logits, dim=1).clamp(1e-7, 1.0)
+        one_hot = F.one_hot(targets, logits.shape[1]).float().clamp(1e-4, 1.0)
+        rce = -(p * one_hot.log()).sum(1).mean()
+        return self.alpha * ce + self.beta * rce
+
+
+class ELR(nn.Module):
+    """Early-learning regularisation (Liu et al. 2020).
+
+    Keeps a running target t_i ← β t_i + (1 − β) p̂_i per sample (p clamped to
+    [1e-4, 1 − 1e-4], renormalised, detached) and adds λ·mean(log(1 − ⟨t_i, p_i⟩)),
+    which pulls predictions towards what the model learnt early, before it
+    memorises wrong labels. Needs the dataset size and each batch's ``index``.
+    """
+
+    def __init__(self, num_examples: int, num_classes: int, beta: float = 0.7, lam: float = 3.0):
+        super().__init__()
+        self.beta, self.lam = beta, lam
+        self.register_buffer("target", torch.zeros(num_examples, num_classes))
+
+    def forward(self, logits, targets, index):
+        p = F.softmax(logits, dim=1).clamp(1e-4, 1 - 1e-4)
+        with torch.no_grad():
+            p_hat = p / p.sum(1, keepdim=True)
+            self.target[index] = self.beta * self.target[index] + (1 - self.beta) * p_hat
+        reg = (1 - (self.target[index] * p).sum(1)).log().mean()
+        return F.cross_entropy(logits, targets) + self.lam * reg
+
+
+LOSSES.register("ce")(lambda **kw: CE())
+LOSSES.register("gce")(lambda q=0.7, **kw: GCE(q))
+LOSSES.register("sce")(lambda alpha=1.0, beta=1.0, **kw: SCE(alpha, beta))
+LOSSES.register("elr")(lambda num_examples, num_classes, beta=0.7, lam=3.0, **kw: ELR(num_examples, num_classes, beta, lam))
+
+
+def create_loss(name: str, **kwargs) -> nn.Module:
+    """Build a loss by name; extra keyword arguments a loss does not use are ignored."""
+    return LOSSES.get(name)(**kwargs)
+
+
+def per_sample_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Unreduced cross-entropy: the selection signal of TURN, DivideMix and small-loss."""
+    return F.cross_entropy(logits.float(), targets, reduction="none")

@@ -1,0 +1,7 @@
+"""Methods by name. Importing this package registers every built-in method."""
+from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.registry import METHODS
+from noisyft.methods import baselines as _baselines  # noqa: F401,E402
+from noisyft.methods import turn as _turn  # noqa: F401,E402
+
+__all__ = ["METHODS", "Context", "MethodOutput"]

@@ -1,0 +1,106 @@
+"""What a method receives (a Context) and returns (a MethodOutput).
+
+A method is a function ``(ctx) -> MethodOutput`` registered by name in
+``noisyft.methods.METHODS``. The context hands it data, the backbone, cached
+features, evaluation and logging, so a method holds only its own algorithm.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from noisyft.backbones.base import Backbone, Classifier, OptimConfig
+from noisyft.config import FitConfig
+from noisyft.data.base import LabeledSet
+from noisyft.data.transforms import eval_transform, train_transform
+from noisyft.engine import accuracy, head_logits, image_logits
+from noisyft.features import extract_features
+from noisyft.run import RunDir
+from noisyft.selection import selection_metrics
+
+
+@dataclass
+class MethodOutput:
+    """A trained model plus its eval-mode logits on every training sample (index order).
+
+    ``clean_prob`` lets a detector give its own clean probability per sample; when
+    None, the label-issue report fits the per-class GMM to the final losses.
+    """
+
+    model: nn.Module
+    train_logits: torch.Tensor
+    clean_prob: Optional[np.ndarray] = None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """Data, backbone, run directory and shared helpers for one method run."""
+
+    cfg: FitConfig
+    train: LabeledSet
+    test: Optional[LabeledSet]
+    val: Optional[LabeledSet]
+    backbone: Backbone
+    run: RunDir
+    device: torch.device
+    lp_optim: OptimConfig
+    fft_optim: OptimConfig
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    def features(self, split: str) -> np.ndarray:
+        """Cached frozen features of ``train``/``test``/``val`` (timed as 'extraction')."""
+        data = getattr(self, split)
+        with self.run.phase("extraction"):
+            return extract_features(self.backbone, data.source, cache_dir=self.cfg.cache_dir, batch_size=self.cfg.batch_size,
+                                    num_workers=self.cfg.num_workers, device=self.device, progress=self.cfg.progress,
+                                    desc=f"features:{split}")
+
+    def eval_tf(self):
+        return eval_transform(self.backbone.preprocess)
+
+    def train_tf(self):
+        return train_transform(self.backbone.preprocess, self.cfg.augment)
+
+    def classifier(self, head: Optional[nn.Linear] = None) -> Classifier:
+        model = Classifier(self.backbone, self.num_classes)
+        if head is not None:
+            model.head.load_state_dict(head.state_dict())
+        return model.to(self.device)
+
+    def image_logits(self, model: nn.Module, split: str, desc: str = "") -> torch.Tensor:
+        c = self.cfg
+        return image_logits(model, getattr(self, split), self.eval_tf(), device=self.device, batch_size=c.batch_size,
+                            num_workers=c.num_workers, desc=desc or f"eval:{split}", progress=c.progress)
+
+    def log_epoch(self, phase: str, epoch: int, *, head: Optional[nn.Linear] = None, model: Optional[nn.Module] = None,
+                  **values) -> dict:
+        """Evaluate on test (and val) with the head on cached features or the whole model on images; log a record."""
+        rec = {"phase": phase, "epoch": epoch, **values}
+        for split in ("val", "test"):
+            data = getattr(self, split)
+            if data is None:
+                continue
+            if head is not None:
+                logits = head_logits(head, self.features(split), self.device)
+            else:
+                with self.run.phase("evaluation"):
+                    logits = self.image_logits(model, split)
+            rec[f"{split}_acc"] = accuracy(logits, data.labels if split == "val" else (data.true_labels if data.true_labels is not None else data.labels))
+        self.run.log("metrics", rec)
+        return rec
+
+    def log_selection(self, epoch: int, selected: np.ndarray, **stats) -> dict:
+        """Record a selection step; precision/recall/F1 when true labels are known."""
+        rec = {"epoch": epoch, "selected": int(len(selected)), **stats}
+        if self.train.true_labels is not None:
+            rec.update(selection_metrics(selected, self.train.labels, self.train.true_labels))
+        self.run.log("selection", rec)
+        return rec

@@ -1,0 +1,41 @@
+"""Shared fixtures: a private feature cache and small generated image trees."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+
+CLASSES = ("red", "green", "blue")
+COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("NOISYFT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def write_tree(root, per_class: int, seed: int = 0, size: int = 32, split: str | None = None) -> list[str]:
+    """Write ``root[/split]/<class>/<i>.png``: class-coloured noisy images (learnable by a tiny net)."""
+    rng = np.random.default_rng(seed)
+    base = root / split if split else root
+    paths = []
+    for cls in CLASSES:
+        (base / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            px = np.clip(np.array(COLOURS[cls]) + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(base / cls / f"{i:03d}.png")
+            paths.append(f"{cls}/{i:03d}.png")
+    return paths
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    """root/train/<class>/*.png (40 per class) and root/test/<class>/*.png (10 per class)."""
+    root = tmp_path / "imgs"
+    write_tree(root, 40, seed=0, split="train")
+    write_tree(root, 10, seed=1, split="test")
+    return root
