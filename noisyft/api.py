@@ -106,6 +106,7 @@ def finish(ctx: Context, out: MethodOutput, splits: DataSplits, noise_info: dict
     summary = _summary(cfg, run, issues, splits, noise_info)
     run.write_json("summary.json", summary)
     run.finish("done")
+    run.drop_checkpoint()
     return FitResult(run.path, summary, issues, out.model)
 
 
@@ -122,7 +123,10 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
     if "done" in run.state["finished"] and run.file("label_issues.csv").exists():
         log.info("run %s already finished; returning its results", run.path)
         return FitResult(run.path, run.read_json("summary.json"), pd.read_csv(run.file("label_issues.csv")))
-    run.reset_logs()
+    checkpoint = run.load_checkpoint()
+    if checkpoint:
+        log.warning("resuming %s from %s epoch %d", run.path, checkpoint["tag"], checkpoint["epoch"])
+    run.start(checkpoint)
     run.write_frame("labels.csv", _labels_frame(splits.train))
     run.write_json("noise.json", noise_info)
     run.write_json("data.json", splits.info)
@@ -130,7 +134,8 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
     backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, image_size=cfg.image_size)
     lp_default, fft_default = backbone.hparams
     ctx = Context(cfg, splits.train, splits.test, val, backbone, run, resolve_device(cfg.device),
-                  parse_optim(cfg.lp_optim, lp_default, "lp-optim"), parse_optim(cfg.fft_optim, fft_default, "fft-optim"))
+                  parse_optim(cfg.lp_optim, lp_default, "lp-optim"), parse_optim(cfg.fft_optim, fft_default, "fft-optim"),
+                  resume_state=checkpoint)
     run.write_json("optim.json", {"lp": dataclasses.asdict(ctx.lp_optim), "fft": dataclasses.asdict(ctx.fft_optim)})
     return finish(ctx, method(ctx), splits, noise_info)
 

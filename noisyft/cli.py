@@ -35,6 +35,7 @@ HELP = {
     "tau": "GMM clean-posterior threshold", "gce_q": "q of the GCE loss used in linear probing",
     "batch_size": "batch size", "lp_optim": "linear-probing optimiser name:lr:weight_decay (default: backbone's paper setting)",
     "fft_optim": "fine-tuning optimiser name:lr:weight_decay", "augment": "flip-affine (CIFAR), crop (web photos) or none",
+    "freeze_bn_stats": "keep BatchNorm running statistics as pretrained during fine-tuning (the LP head was fitted to them)",
     "max_train": "use a class-balanced subset of this many training images", "max_test": "likewise for the test set",
     "skip_bad_images": "skip images that cannot be decoded (listed in data.json) instead of failing",
     "folder_labels_are_true": "with --labels: the folder names are true labels (enables precision/recall)",

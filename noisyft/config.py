@@ -41,6 +41,7 @@ class FitConfig:
     lp_optim: Optional[str] = None         # "adamw:1e-3:1e-5" (name:lr:weight_decay); backbone default when unset
     fft_optim: Optional[str] = None
     augment: str = "flip-affine"           # flip-affine (CIFAR) | crop (web data) | none
+    freeze_bn_stats: bool = True           # keep BatchNorm running statistics as pretrained while fine-tuning
     max_train: Optional[int] = None        # class-balanced training subset (benchmarks)
     max_test: Optional[int] = None
     skip_bad_images: bool = False

@@ -24,6 +24,7 @@ from noisyft.atomic import atomic_path, write_json
 from noisyft.backbones.base import Backbone
 from noisyft.data.base import ImageSource
 from noisyft.data.transforms import eval_transform
+from noisyft.faults import maybe_die
 
 FORMAT_VERSION = 1
 
@@ -102,12 +103,13 @@ def _assemble(entry: Path, n_shards: int, n: int, dim: int, meta: dict) -> None:
 
 def extract_features(backbone: Backbone, source: ImageSource, *, cache_dir: str | Path | None = None,
                      batch_size: int = 128, num_workers: int | None = None, device: str | torch.device = "cpu",
-                     shard_rows: int = 8192, progress: bool = True, desc: str = "features") -> np.ndarray:
+                     shard_rows: int | None = None, progress: bool = True, desc: str = "features") -> np.ndarray:
     """Features of every image of ``source`` as a read-only (N, D) float32 memmap, cached.
 
     A hit costs one ``np.load(mmap_mode='r')``; a miss runs the backbone in eval
     mode over all images (resuming from finished shards) and stores the result.
     """
+    shard_rows = shard_rows or int(os.environ.get("NOISYFT_SHARD_ROWS", 8192))
     entry = Path(cache_dir or default_cache_dir()) / "features" / feature_key(backbone, source)
     final = entry / "features.npy"
     if final.exists():
@@ -127,6 +129,7 @@ def extract_features(backbone: Backbone, source: ImageSource, *, cache_dir: str 
             with atomic_path(_shard_path(entry, k)) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, part)
+            maybe_die(f"extract:{k}")
     meta = {"backbone": backbone.name, "weights": backbone.weights_id, "preprocess": backbone.preprocess.to_dict(),
             "n": n, "dim": backbone.num_features, "images": source.fingerprint(), "format": FORMAT_VERSION}
     _assemble(entry, n_shards, n, backbone.num_features, meta)

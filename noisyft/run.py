@@ -10,6 +10,7 @@ Layout::
     timings.json         wall seconds per phase
     model.safetensors    final weights;  summary.json  headline numbers
     label_issues.csv     one row per training sample, most suspect first
+    checkpoint.pt        latest epoch's training state + logs (resume); progress.json says which
     state.json           which phases finished
 """
 from __future__ import annotations
@@ -42,7 +43,8 @@ class RunDir:
                 raise UserError(f"run directory {self.path} holds a run with another config (differs in: {', '.join(diff)}); "
                                 f"use another --out or delete it")
         write_json(cfg_file, {"identity": identity, "config": full_config})
-        self.timings: dict[str, float] = self.read_json("timings.json", {})
+        self.timings: dict[str, float] = {}
+        self._records: dict[str, list] = {}
         self.state: dict = self.read_json("state.json", {"finished": []})
 
     def file(self, name: str) -> Path:
@@ -59,19 +61,46 @@ class RunDir:
         with atomic_path(self.file(name)) as tmp:
             df.to_csv(tmp, index=False)
 
-    def reset_logs(self) -> None:
-        """Start fresh metric logs (a run that restarts from the beginning)."""
+    def start(self, checkpoint: dict | None) -> None:
+        """Begin (or continue from ``checkpoint``): logs and timings are exactly those of the checkpoint."""
+        self._records = {k: list(v) for k, v in (checkpoint or {}).get("records", {}).items()}
+        self.timings = dict((checkpoint or {}).get("timings", {}))
         for name in ("metrics.jsonl", "selection.jsonl"):
             self.file(name).unlink(missing_ok=True)
+        for stream, recs in self._records.items():
+            from noisyft.atomic import write_text
+
+            write_text(self.file(f"{stream}.jsonl"), "".join(json.dumps(r, default=float) + "\n" for r in recs))
+        self.write_json("timings.json", self.timings)
 
     def log(self, stream: str, record: dict) -> None:
         """Append one JSON record to ``<stream>.jsonl`` (one line, flushed)."""
+        record = json.loads(json.dumps(record, default=float))
+        self._records.setdefault(stream, []).append(record)
         with open(self.file(f"{stream}.jsonl"), "a") as f:
-            f.write(json.dumps(record, default=float) + "\n")
+            f.write(json.dumps(record) + "\n")
 
     def records(self, stream: str) -> list[dict]:
         f = self.file(f"{stream}.jsonl")
         return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
+
+    def save_checkpoint(self, tag: str, epoch: int, states: dict) -> None:
+        """One atomic file with the training state *and* the logs/timings up to this epoch.
+
+        Keeping logs inside the checkpoint makes a resumed run's logs identical to an
+        uninterrupted run's, whatever moment the kill came.
+        """
+        blob = {"tag": tag, "epoch": epoch, "states": states, "records": self._records, "timings": self.timings}
+        with atomic_path(self.file("checkpoint.pt")) as tmp:
+            torch.save(blob, tmp)
+        self.write_json("progress.json", {"tag": tag, "epoch": epoch})
+
+    def load_checkpoint(self) -> dict | None:
+        f = self.file("checkpoint.pt")
+        return torch.load(f, map_location="cpu", weights_only=True) if f.exists() else None
+
+    def drop_checkpoint(self) -> None:
+        self.file("checkpoint.pt").unlink(missing_ok=True)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -50,6 +50,20 @@ class Context:
     device: torch.device
     lp_optim: OptimConfig
     fft_optim: OptimConfig
+    resume_state: Optional[dict] = None
+
+    def resume(self, tag: str, **objects) -> int:
+        """Load the checkpoint of loop ``tag`` into ``objects`` (modules, optimisers); return its epoch (0: none)."""
+        ck = self.resume_state
+        if not ck or ck["tag"] != tag:
+            return 0
+        for name, obj in objects.items():
+            obj.load_state_dict(ck["states"][name])
+        return int(ck["epoch"])
+
+    def checkpoint(self, tag: str, epoch: int, **objects) -> None:
+        """Save the state of ``objects`` after ``epoch`` of loop ``tag`` (with the logs so far)."""
+        self.run.save_checkpoint(tag, epoch, {name: obj.state_dict() for name, obj in objects.items()})
 
     @property
     def num_classes(self) -> int:
@@ -73,7 +87,7 @@ class Context:
         model = Classifier(self.backbone, self.num_classes)
         if head is not None:
             model.head.load_state_dict(head.state_dict())
-        return model.to(self.device)
+        return model.to(self.device, memory_format=torch.channels_last)  # the layout extraction uses: same numbers
 
     def image_logits(self, model: nn.Module, split: str, desc: str = "") -> torch.Tensor:
         c = self.cfg

@@ -41,12 +41,14 @@ def _fft(loss: str):
         loss_fn = create_loss(loss, num_examples=len(ctx.train), num_classes=ctx.num_classes, **_loss_kwargs(ctx, loss)).to(ctx.device)
         epochs = int(cfg.extra.get("baseline_fft_epochs", BASELINE_FFT_EPOCHS))
         everyone = range(len(ctx.train))
-        for epoch in range(1, epochs + 1):
+        start = ctx.resume("fft", model=model, opt=opt, loss=loss_fn)
+        for epoch in range(start + 1, epochs + 1):
             with ctx.run.phase("fft"):
                 train_loss = train_image_epoch(model, ctx.train, everyone, ctx.train_tf(), loss_fn, opt, device=ctx.device,
                                                gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
-                                               num_workers=cfg.num_workers, desc=f"fft {epoch}/{epochs}", progress=cfg.progress)
+                                               num_workers=cfg.num_workers, desc=f"fft {epoch}/{epochs}", progress=cfg.progress, freeze_bn_stats=cfg.freeze_bn_stats)
             ctx.log_epoch("fft", epoch, model=model, train_loss=train_loss, n_train=len(ctx.train))
+            ctx.checkpoint("fft", epoch, model=model, opt=opt, loss=loss_fn)
         with ctx.run.phase("selection"):
             logits = ctx.image_logits(model, "train", desc="losses:train")
         return MethodOutput(model=model, train_logits=logits)

@@ -50,20 +50,26 @@ def gmm_selection(ctx: Context, logits: torch.Tensor, epoch: int, rng: np.random
 def turn(ctx: Context) -> MethodOutput:
     """TURN: LP with GCE, then E_FFT rounds of GMM selection + balanced full fine-tuning."""
     cfg = ctx.cfg
-    head = linear_probe(ctx, "gce", cfg.epochs_lp, q=cfg.gce_q)
-    logits = head_logits(head, ctx.features("train"), ctx.device)
-    model = ctx.classifier(head)
+    model = ctx.classifier()
     opt = ctx.fft_optim.build(model.parameters())
-    loss_fn = create_loss("ce")
-    rng = np.random.default_rng([cfg.seed, 3])
-    for epoch in range(1, cfg.epochs_fft + 1):
+    start = ctx.resume("fft", model=model, opt=opt)
+    if start == 0:
+        head = linear_probe(ctx, "gce", cfg.epochs_lp, q=cfg.gce_q)
+        model.head.load_state_dict(head.state_dict())
+        logits = head_logits(head, ctx.features("train"), ctx.device)
+    else:
         with ctx.run.phase("selection"):
-            chosen = gmm_selection(ctx, logits, epoch, rng)
+            logits = ctx.image_logits(model, "train", desc="losses:train")
+    loss_fn = create_loss("ce")
+    for epoch in range(start + 1, cfg.epochs_fft + 1):
+        with ctx.run.phase("selection"):
+            chosen = gmm_selection(ctx, logits, epoch, np.random.default_rng([cfg.seed, 3, epoch]))
         with ctx.run.phase("fft"):
             loss = train_image_epoch(model, ctx.train, chosen, ctx.train_tf(), loss_fn, opt, device=ctx.device,
                                      gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
-                                     num_workers=cfg.num_workers, desc=f"fft {epoch}/{cfg.epochs_fft}", progress=cfg.progress)
+                                     num_workers=cfg.num_workers, desc=f"fft {epoch}/{cfg.epochs_fft}", progress=cfg.progress, freeze_bn_stats=cfg.freeze_bn_stats)
         ctx.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=len(chosen))
+        ctx.checkpoint("fft", epoch, model=model, opt=opt)
         with ctx.run.phase("selection"):
             logits = ctx.image_logits(model, "train", desc="losses:train")
     return MethodOutput(model=model, train_logits=logits)

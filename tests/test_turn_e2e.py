@@ -1,0 +1,101 @@
+"""End to end: TURN on generated images with a tiny randomly initialised backbone."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from noisyft import api
+from noisyft.cli import main
+
+TINY = dict(backbone="test_efficientnet", pretrained=False, image_size=32, epochs_lp=15, epochs_fft=2,
+            batch_size=32, num_workers=0, progress=False, lp_optim="adamw:1e-2:1e-5")
+
+
+@pytest.fixture(scope="module")
+def turn_run(tmp_path_factory):
+    from tests.conftest import write_tree
+
+    root = tmp_path_factory.mktemp("e2e") / "imgs"
+    write_tree(root, 40, seed=0, split="train")
+    write_tree(root, 10, seed=1, split="test")
+    res = api.fit(data=str(root), noise="symflip:0.3", out=str(root.parent / "run"), seed=3, **TINY)
+    return root, res
+
+
+def test_turn_writes_every_output(turn_run):
+    root, res = turn_run
+    d = res.run_dir
+    for name in ("config.json", "labels.csv", "noise.json", "metrics.jsonl", "selection.jsonl", "timings.json",
+                 "model.safetensors", "summary.json", "label_issues.csv", "state.json"):
+        assert (d / name).exists(), name
+    metrics = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [m["phase"] for m in metrics] == ["lp"] * 15 + ["fft"] * 2
+    assert all(0 <= m["test_acc"] <= 1 for m in metrics)
+    sel = [json.loads(l) for l in (d / "selection.jsonl").read_text().splitlines()]
+    assert [s["epoch"] for s in sel] == [1, 2]
+    for s in sel:  # class-balanced: selected = C × N_min, with precision/recall/F1 against truth
+        assert s["selected"] == 3 * s["n_min"] and {"precision", "recall", "f1"} <= set(s)
+    timings = json.loads((d / "timings.json").read_text())
+    assert {"extraction", "lp", "selection", "fft"} <= set(timings)
+    noise = json.loads((d / "noise.json").read_text())
+    assert noise["kind"] == "symflip" and 0.2 < noise["realised_rate"] < 0.4
+    assert "head.weight" in load_file(str(d / "model.safetensors"))
+    s = res.summary
+    assert s["best_test_acc"] >= s["last_test_acc"] and s["best_test_acc"] > 0.6
+
+
+def test_label_issues_rank_wrong_labels_first(turn_run):
+    _, res = turn_run
+    df = pd.read_csv(res.run_dir / "label_issues.csv")
+    assert len(df) == 120 and list(df["rank"]) == list(range(1, 121))
+    assert df["label_quality"].is_monotonic_increasing
+    assert {"id", "given_label", "predicted_label", "label_quality", "is_label_issue"} <= set(df.columns)
+    truth = df["is_truly_wrong"].to_numpy()
+    k = int(truth.sum())
+    assert truth[:k].mean() > 0.6  # chance would be ~0.3
+    assert res.summary["detection"]["auroc"] > 0.8
+
+
+def test_same_config_returns_the_finished_run(turn_run):
+    root, res = turn_run
+    again = api.fit(data=str(root), noise="symflip:0.3", out=str(res.run_dir), seed=3, **TINY)
+    assert again.summary == json.loads((res.run_dir / "summary.json").read_text())
+
+
+def test_other_config_in_same_dir_is_refused(turn_run):
+    root, res = turn_run
+    from noisyft.errors import UserError
+
+    with pytest.raises(UserError, match="another config"):
+        api.fit(data=str(root), noise="symflip:0.3", out=str(res.run_dir), seed=4, **TINY)
+
+
+def test_predict_with_a_finished_run(turn_run, capsys):
+    root, res = turn_run
+    df = api.predict(res.run_dir, str(root / "test"), num_workers=0, progress=False)
+    assert len(df) == 30 and set(df["predicted_class"]) <= {"red", "green", "blue"}
+    truth = df["id"].str.split("/").str[0]
+    assert (df["predicted_class"] == truth).mean() > 0.6
+
+
+def test_cli_fit_with_user_csv_labels(tmp_path):
+    from tests.conftest import write_tree
+
+    root = tmp_path / "photos"
+    paths = write_tree(root, 30, seed=5)
+    rng = np.random.default_rng(0)
+    given = [p.split("/")[0] for p in paths]
+    wrong = rng.choice(len(paths), 20, replace=False)
+    for i in wrong:
+        given[i] = {"red": "green", "green": "blue", "blue": "red"}[given[i]]
+    pd.DataFrame({"path": paths, "label": given}).to_csv(tmp_path / "noisy.csv", index=False)
+    argv = ["fit", "--data", str(root), "--labels", str(tmp_path / "noisy.csv"), "--method", "turn",
+            "--folder-labels-are-true", "--out", str(tmp_path / "run"), "--backbone", "test_efficientnet",
+            "--no-pretrained", "--image-size", "32", "--epochs-lp", "15", "--epochs-fft", "1", "--batch-size", "32",
+            "--num-workers", "0", "--no-progress", "--lp-optim", "adamw:1e-2:1e-5"]
+    assert main(argv) == 0
+    df = pd.read_csv(tmp_path / "run" / "label_issues.csv")
+    top = set(df["id"].head(20))
+    assert len(top & {paths[i] for i in wrong}) >= 12  # chance: ~4.4 of 20
