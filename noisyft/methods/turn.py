@@ -22,6 +22,7 @@ from noisyft.losses import create_loss, per_sample_ce
 from noisyft.methods.base import Context, MethodOutput
 from noisyft.methods.linear_probe import linear_probe
 from noisyft.methods.registry import METHODS
+from noisyft.report.losses import save_losses
 from noisyft.selection import balanced_subsample, fit_per_class_gmm, select_clean, selection_metrics
 
 log = logging.getLogger("noisyft")
@@ -32,6 +33,7 @@ def gmm_selection(ctx: Context, logits: torch.Tensor, epoch: int, rng: np.random
     labels = ctx.train.labels
     losses = per_sample_ce(logits, torch.as_tensor(labels)).numpy()
     fit = fit_per_class_gmm(losses, labels, ctx.num_classes)
+    save_losses(ctx.run, f"epoch{epoch}", losses, fit, ctx.cfg.tau)  # for the report's loss histograms
     clean = select_clean(fit.clean_prob, ctx.cfg.tau)
     chosen, n_min, empty = balanced_subsample(clean, labels, ctx.num_classes, rng)
     if empty:

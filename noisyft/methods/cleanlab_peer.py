@@ -1,0 +1,117 @@
+"""cleanlab (confident learning, Northcutt et al. 2021) as a peer detector and trainer.
+
+Confident learning needs *out-of-sample* predicted probabilities: a model must
+never score a sample it was trained on, or it simply agrees with the noisy
+label. So the training set is split into ``extra.folds`` (5) stratified folds
+(seeded); for each fold a fresh linear head is trained with CE on the cached
+features of the other folds for ``epochs_lp`` epochs and predicts the held-out
+fold. ``cleanlab.filter.find_label_issues(labels, pred_probs)`` (its default
+``prune_by_noise_rate``) flags the issues; the rest is the kept set, logged as
+the selection.
+
+``cleanlab``: detection plus an LP head trained with CE on the kept samples
+(``epochs_lp`` epochs). ``cleanlab-fft``: the whole model (fresh head, as
+``ce-fft``) fine-tuned with CE on the kept samples for the baseline FFT budget
+(``extra.baseline_fft_epochs``, 5). In both, the report's clean probability is
+cleanlab's ``get_label_quality_scores`` (self-confidence: the out-of-fold
+probability of the given label); note that the report flags samples by that
+score ≤ τ, while training used ``find_label_issues``' own rule.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch import nn
+
+from noisyft.engine import generator, head_logits, train_head_epoch, train_image_epoch
+from noisyft.losses import create_loss
+from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.baselines import BASELINE_FFT_EPOCHS
+from noisyft.methods.registry import METHODS
+
+
+def fit_head(ctx: Context, feats: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, epochs: int, salt: int,
+             log_phase: str | None = None) -> nn.Linear:
+    """A fresh CE linear head trained on ``indices`` of the cached features (logging test accuracy if ``log_phase``)."""
+    torch.manual_seed(generator(ctx.cfg.seed, 40, salt).initial_seed())
+    head = nn.Linear(feats.shape[1], ctx.num_classes).to(ctx.device)
+    opt = ctx.lp_optim.build(head.parameters())
+    idx = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(feats.device)
+    for epoch in range(1, epochs + 1):
+        with ctx.run.phase(log_phase) if log_phase else nullcontext():  # out-of-fold heads are timed by the caller
+            loss = train_head_epoch(head, feats[idx], labels[idx], create_loss("ce"), opt, batch_size=ctx.cfg.batch_size,
+                                    gen=generator(ctx.cfg.seed, 41, salt, epoch), epoch=epoch)
+        if log_phase:
+            ctx.log_epoch(log_phase, epoch, head=head, train_loss=loss, n_train=int(len(idx)))
+    return head
+
+
+def out_of_fold_probs(ctx: Context, feats: torch.Tensor, folds: int) -> np.ndarray:
+    """(N, C) predicted probabilities, each row from a head that never saw that sample."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels_np, feats_np = ctx.train.labels, ctx.features("train")
+    labels = torch.as_tensor(labels_np).to(ctx.device)
+    folds = max(2, min(folds, int(np.bincount(labels_np).max())))
+    probs = np.zeros((len(labels_np), ctx.num_classes))
+    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=ctx.cfg.seed)
+    for k, (train_idx, held) in enumerate(split.split(np.zeros(len(labels_np)), labels_np)):
+        head = fit_head(ctx, feats, labels, train_idx, ctx.cfg.epochs_lp, salt=k)
+        probs[held] = head_logits(head, feats_np[held], ctx.device).softmax(1).numpy()
+    return probs
+
+
+def find_issues(ctx: Context, feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(kept indices, label-quality score per sample) from cleanlab on out-of-fold LP probabilities."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    with ctx.run.phase("selection"):
+        probs = out_of_fold_probs(ctx, feats, int(ctx.cfg.extra.get("folds", 5)))
+        issues = find_label_issues(ctx.train.labels, probs, n_jobs=1)
+        quality = get_label_quality_scores(ctx.train.labels, probs)
+    kept = np.flatnonzero(~issues)
+    return kept, quality
+
+
+def _prepare(ctx: Context, log: bool) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    feats = torch.from_numpy(np.array(ctx.features("train"))).to(ctx.device)
+    kept, quality = find_issues(ctx, feats)
+    if log:
+        ctx.log_selection(1, kept, n_issues=int(len(ctx.train) - len(kept)))
+    return feats, kept, quality
+
+
+@METHODS.register("cleanlab")
+def cleanlab_lp(ctx: Context) -> MethodOutput:
+    """cleanlab find_label_issues on out-of-fold LP probabilities; an LP head on the kept samples."""
+    feats, kept, quality = _prepare(ctx, log=True)
+    labels = torch.as_tensor(ctx.train.labels).to(ctx.device)
+    head = fit_head(ctx, feats, labels, kept, ctx.cfg.epochs_lp, salt=99, log_phase="lp")
+    logits = head_logits(head, ctx.features("train"), ctx.device)
+    return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=quality)
+
+
+@METHODS.register("cleanlab-fft")
+def cleanlab_fft(ctx: Context) -> MethodOutput:
+    """cleanlab find_label_issues on out-of-fold LP probabilities; full fine-tuning with CE on the kept samples."""
+    cfg = ctx.cfg
+    torch.manual_seed(cfg.seed)
+    model = ctx.classifier()
+    opt = ctx.fft_optim.build(model.parameters())
+    start = ctx.resume("fft", model=model, opt=opt)
+    _, kept, quality = _prepare(ctx, log=start == 0)  # deterministic: a resumed run recomputes the same set
+    epochs = int(cfg.extra.get("baseline_fft_epochs", BASELINE_FFT_EPOCHS))
+    for epoch in range(start + 1, epochs + 1):
+        with ctx.run.phase("fft"):
+            loss = train_image_epoch(model, ctx.train, kept, ctx.train_tf(), create_loss("ce"), opt, device=ctx.device,
+                                     gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
+                                     num_workers=cfg.num_workers, desc=f"fft {epoch}/{epochs}", progress=cfg.progress,
+                                     freeze_bn_stats=cfg.freeze_bn_stats)
+        ctx.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=int(len(kept)))
+        ctx.checkpoint("fft", epoch, model=model, opt=opt)
+    with ctx.run.phase("selection"):
+        logits = ctx.image_logits(model, "train", desc="losses:train")
+    return MethodOutput(model=model, train_logits=logits, clean_prob=quality)

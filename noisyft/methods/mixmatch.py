@@ -1,0 +1,402 @@
+"""MixMatch as DivideMix and UNICON use it, plus the two-head co-training loop both share.
+
+Pieces (pure functions, tested on constructed inputs): temperature sharpening,
+label guessing for unlabelled samples (mean prediction of both heads over two
+augmented views, sharpened), label refinement for labelled samples
+(w·ȳ + (1 − w)·p, sharpened), mixup with λ ~ Beta(α, α), λ = max(λ, 1 − λ) so a
+mixed sample stays closer to its first source, the semi-supervised loss
+(soft CE on mixed labelled samples, MSE on mixed unlabelled ones), DivideMix's
+linear ramp-up of the unlabelled weight and the uniform-prior penalty that stops
+the predictions collapsing onto a few classes.
+
+Inputs come from a *view source* with two interchangeable flavours:
+
+* :class:`FeatureViews` (``*-lp``): the cached frozen features. Image
+  augmentation is not available there, so a *view* is the cached feature vector
+  with feature-space augmentation: Gaussian noise scaled by each dimension's
+  standard deviation over the training set, then dropout (inverted, so the
+  expected feature is unchanged). Mixup mixes feature vectors, which for a
+  linear head on a frozen backbone is the natural counterpart of mixing images.
+  "weak" and "strong" views differ only in the noise and dropout strengths.
+* :class:`ImageViews` (``*-lp-img``): real images through the frozen backbone
+  (eval mode, no gradient) with the run's training augmentation as the weak
+  view and AutoAugment (CIFAR-10 policy) on top as the strong view; mixup mixes
+  images and re-encodes the mixture. Faithful to the papers' LP runs, and about
+  four backbone forwards per sample per head and epoch.
+
+Selection (GMM or JSD) always scores the cached eval-mode features: the backbone
+is frozen, so they are exactly what an eval-mode image pass would give.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from noisyft.data.base import LabeledSet
+from noisyft.data.transforms import train_transform
+from noisyft.engine import check_finite, generator, head_logits
+from noisyft.features import forward_features, make_loader
+from noisyft.methods.base import Context, MethodOutput
+
+log = logging.getLogger("noisyft")
+
+# ---------------------------------------------------------------------------
+# MixMatch pieces
+# ---------------------------------------------------------------------------
+
+
+def sharpen(p: torch.Tensor, T: float = 0.5) -> torch.Tensor:
+    """Temperature sharpening p^(1/T), renormalised per row (T < 1 makes rows more confident)."""
+    pt = p.pow(1.0 / T)
+    return pt / pt.sum(1, keepdim=True)
+
+
+def guess_labels(probs: Sequence[torch.Tensor], T: float = 0.5) -> torch.Tensor:
+    """Targets for unlabelled samples: the mean of several predictions (heads × views), sharpened."""
+    return sharpen(torch.stack(list(probs)).mean(0), T)
+
+
+def refine_labels(probs: Sequence[torch.Tensor], onehot: torch.Tensor, w: torch.Tensor, T: float = 0.5) -> torch.Tensor:
+    """Targets for labelled samples: w·ȳ + (1 − w)·mean prediction, sharpened; ``w`` is (B, 1) clean confidence."""
+    p = torch.stack(list(probs)).mean(0)
+    return sharpen(w * onehot + (1 - w) * p, T)
+
+
+def mix_lambda(rng: np.random.Generator, alpha: float = 4.0) -> float:
+    """λ ~ Beta(α, α) folded to λ ≥ 0.5, so each mixture keeps its first sample's identity."""
+    lam = float(rng.beta(alpha, alpha))
+    return max(lam, 1.0 - lam)
+
+
+def mixup(inputs: torch.Tensor, targets: torch.Tensor, lam: float, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Convex combinations λ·a + (1 − λ)·b of every row with row ``perm[i]``, for inputs and targets alike."""
+    return lam * inputs + (1 - lam) * inputs[perm], lam * targets + (1 - lam) * targets[perm]
+
+
+def linear_rampup(current: float, warmup: float, length: float = 16.0) -> float:
+    """DivideMix's weight ramp for the unlabelled loss: 0 at the end of warm-up, 1 after ``length`` epochs."""
+    if length <= 0:
+        return 1.0
+    return float(np.clip((current - warmup) / length, 0.0, 1.0))
+
+
+def semi_loss(logits_x: torch.Tensor, targets_x: torch.Tensor, logits_u: torch.Tensor,
+              targets_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Lx, Lu): soft cross-entropy on the labelled mixtures, mean squared error of probabilities on the unlabelled ones."""
+    lx = -(F.log_softmax(logits_x, 1) * targets_x).sum(1).mean()
+    lu = ((logits_u.softmax(1) - targets_u) ** 2).mean() if len(logits_u) else logits_x.new_zeros(())
+    return lx, lu
+
+
+def uniform_prior_penalty(logits: torch.Tensor) -> torch.Tensor:
+    """KL(uniform ‖ mean prediction of the batch): zero when the batch predicts every class equally often."""
+    prior = torch.full((logits.shape[1],), 1.0 / logits.shape[1], device=logits.device)
+    mean = logits.softmax(1).mean(0)
+    return (prior * (prior / mean).log()).sum()
+
+
+# ---------------------------------------------------------------------------
+# View sources: what a "view" of a sample is in feature and image mode
+# ---------------------------------------------------------------------------
+
+
+class FeatureViews:
+    """Views of cached features: Gaussian noise (× per-dimension std) then inverted dropout.
+
+    ``weak`` and ``strong`` are ``(noise, dropout)`` pairs; encode is the identity.
+    """
+
+    def __init__(self, feats: torch.Tensor, weak: tuple[float, float] = (0.1, 0.1),
+                 strong: tuple[float, float] = (0.2, 0.3)):
+        self.feats = feats
+        self.std = feats.std(0, keepdim=True) if len(feats) > 1 else torch.ones_like(feats[:1])
+        self.settings = {"weak": weak, "strong": strong}
+
+    def augment(self, x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+        noise, drop = self.settings[kind]
+        eps = torch.randn(x.shape, generator=gen).to(x.device)
+        keep = (torch.rand(x.shape, generator=gen) >= drop).to(x.device, x.dtype) / (1.0 - drop)
+        return (x + noise * self.std * eps) * keep
+
+    def batches(self, indices: np.ndarray, batch_size: int, gen: torch.Generator,
+                kinds: Sequence[str]) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """Shuffled batches of ``indices``: (dataset indices, one augmented tensor per kind)."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        order = idx[torch.randperm(len(idx), generator=gen)]
+        for start in range(0, len(order), batch_size):
+            b = order[start: start + batch_size]
+            x = self.feats[b.to(self.feats.device)]
+            yield b, [self.augment(x, k, gen) for k in kinds]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+
+class _MultiView(torch.utils.data.Dataset):
+    """Images of ``data`` at ``indices``, each returned under several transforms: (index, view1, view2, …)."""
+
+    def __init__(self, data: LabeledSet, transforms: Sequence[Callable], indices: np.ndarray):
+        self.data, self.transforms, self.indices = data, list(transforms), np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        i = int(self.indices[k])
+        img = self.data.source.load(i)
+        return (i, *[tf(img) for tf in self.transforms])
+
+
+def strong_transform(ctx: Context):
+    """UNICON's strong view: AutoAugment (CIFAR-10 policy) before the run's training augmentation."""
+    from torchvision.transforms import v2 as T
+
+    return T.Compose([T.AutoAugment(T.AutoAugmentPolicy.CIFAR10), train_transform(ctx.backbone.preprocess, ctx.cfg.augment)])
+
+
+class ImageViews:
+    """Views of real images: augmented on the fly, encoded by the frozen backbone (eval mode, no gradient)."""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.tfs = {"weak": ctx.train_tf(), "strong": strong_transform(ctx)}
+        ctx.backbone.eval().to(ctx.device)
+
+    def batches(self, indices: np.ndarray, batch_size: int, gen: torch.Generator,
+                kinds: Sequence[str]) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        torch.manual_seed(gen.initial_seed())  # augmentation draws depend on this epoch alone (resume-exact)
+        ds = _MultiView(self.ctx.train, [self.tfs[k] for k in kinds], indices)
+        c = self.ctx.cfg
+        for idx, *views in make_loader(ds, batch_size, c.num_workers, shuffle=True, generator=gen):
+            yield idx, list(views)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Frozen features of a batch of images (a normal tensor the head can take gradients through)."""
+        return forward_features(self.ctx.backbone, x, self.ctx.device).clone()
+
+    def __len__(self) -> int:
+        return len(self.ctx.train)
+
+
+# ---------------------------------------------------------------------------
+# Training steps
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """One head's training split: labelled indices with clean confidence ``w``, and the unlabelled rest."""
+
+    labelled: np.ndarray
+    w: np.ndarray
+    unlabelled: np.ndarray
+
+
+@dataclass
+class MixSettings:
+    """MixMatch hyper-parameters (DivideMix defaults) and the extra loss UNICON adds."""
+
+    T: float = 0.5
+    alpha: float = 4.0
+    lambda_u: float = 25.0
+    rampup: float = 16.0
+    warmup: int = 5
+    strong_mix: bool = False  # UNICON mixes the strong views; DivideMix the weak ones
+    extra_loss: Optional[Callable[[nn.Linear, torch.Tensor, torch.Tensor], torch.Tensor]] = None  # (head, u3, u4) → loss
+
+
+def warmup_epoch(heads: Sequence[nn.Linear], opts: Sequence[torch.optim.Optimizer], views, labels: torch.Tensor, *,
+                 batch_size: int, gen: torch.Generator, epoch: int, desc: str = "warm-up", progress: bool = False) -> float:
+    """One epoch of CE on every sample (weak views) for each head; the heads share each encoded batch."""
+    for h in heads:
+        h.train()
+    total, steps = 0.0, 0
+    for step, (idx, (x,)) in enumerate(tqdm(views.batches(np.arange(len(views)), batch_size, gen, ("weak",)),
+                                            desc=desc, leave=False, disable=not progress)):
+        z, y = views.encode(x), labels[idx.to(labels.device)]
+        for h, opt in zip(heads, opts):
+            loss = F.cross_entropy(h(z), y)
+            check_finite(loss, "warm-up", epoch, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, steps = total + loss.item(), steps + 1
+    return total / max(steps, 1)
+
+
+def _cycle(make: Callable[[int], Iterator]) -> Iterator:
+    """Endless iterator over fresh passes ``make(0), make(1), …`` (the unlabelled loader restarts when spent)."""
+    k = 0
+    while True:
+        empty = True
+        for item in make(k):
+            empty = False
+            yield item
+        if empty:
+            return
+        k += 1
+
+
+def mixmatch_step(head: nn.Linear, peer: nn.Linear, views, xs: list[torch.Tensor], onehot: torch.Tensor, w: torch.Tensor,
+                  us: list[torch.Tensor], s: MixSettings, lam: float, perm: torch.Tensor,
+                  ramp: float) -> tuple[torch.Tensor, dict]:
+    """The MixMatch loss of one labelled + unlabelled batch for ``head`` (``peer`` only helps guess labels).
+
+    ``xs``/``us`` hold the views: two weak ones, then (UNICON) two strong ones.
+    """
+    with torch.no_grad():
+        zx = [views.encode(v) for v in xs[:2]]
+        zu = [views.encode(v) for v in us[:2]] if len(us[0]) else []
+        for h in (head, peer):
+            h.eval()
+        targets_u = guess_labels([h(z).softmax(1) for h in (head, peer) for z in zu], s.T) if zu else onehot[:0]
+        targets_x = refine_labels([head(z).softmax(1) for z in zx], onehot, w, s.T)
+        head.train()
+    mix_x, mix_u = (xs[2:4], us[2:4]) if s.strong_mix else (xs[:2], us[:2])
+    inputs = torch.cat([*mix_x, *(mix_u if len(us[0]) else [])])
+    targets = torch.cat([targets_x, targets_x, *([targets_u, targets_u] if len(us[0]) else [])])
+    mixed_in, mixed_t = mixup(inputs, targets.to(inputs.device), lam, perm.to(inputs.device))
+    logits = head(views.encode(mixed_in))
+    nx = 2 * len(onehot)
+    lx, lu = semi_loss(logits[:nx], mixed_t[:nx], logits[nx:], mixed_t[nx:])
+    penalty = uniform_prior_penalty(logits)
+    loss = lx + s.lambda_u * ramp * lu + penalty
+    parts = {"lx": lx.item(), "lu": lu.item(), "penalty": penalty.item()}
+    if s.extra_loss is not None and len(us[0]) > 1:
+        extra = s.extra_loss(head, views.encode(us[2]), views.encode(us[3]))
+        loss = loss + extra
+        parts["contrastive"] = extra.item()
+    return loss, parts
+
+
+def mixmatch_epoch(head: nn.Linear, peer: nn.Linear, opt: torch.optim.Optimizer, views, split: Split, labels: torch.Tensor,
+                   num_classes: int, s: MixSettings, *, batch_size: int, epoch: int, seed: int, salt: int,
+                   desc: str = "mixmatch", progress: bool = False) -> float:
+    """One epoch over the labelled split (the unlabelled split cycles alongside); returns the mean loss.
+
+    ``epoch`` is 1-based; the ramp-up uses DivideMix's fractional epoch count.
+    """
+    kinds = ("weak", "weak", "strong", "strong") if s.strong_mix or s.extra_loss else ("weak", "weak")
+    w_all = torch.zeros(len(views))
+    w_all[torch.as_tensor(split.labelled)] = torch.as_tensor(split.w, dtype=torch.float32)
+    rng = np.random.default_rng([seed, salt, epoch])
+    unl = _cycle(lambda k: views.batches(split.unlabelled, batch_size, generator(seed, salt, epoch, 1, k), kinds))
+    num_iter = -(-len(split.labelled) // batch_size)
+    total, steps = 0.0, 0
+    batches = views.batches(split.labelled, batch_size, generator(seed, salt, epoch, 0), kinds)
+    for step, (idx, xs) in enumerate(tqdm(batches, total=num_iter, desc=desc, leave=False, disable=not progress)):
+        _, us = next(unl, (None, [x[:0] for x in xs]))
+        onehot = F.one_hot(labels[idx.to(labels.device)], num_classes).float()
+        w = w_all[idx].view(-1, 1).to(onehot.device)
+        n = 2 * len(idx) + 2 * len(us[0])
+        perm = torch.randperm(n, generator=generator(seed, salt, epoch, 2, step))
+        ramp = linear_rampup(epoch - 1 + step / num_iter, s.warmup, s.rampup)
+        loss, _ = mixmatch_step(head, peer, views, xs, onehot, w, us, s, mix_lambda(rng, s.alpha), perm, ramp)
+        check_finite(loss, desc, epoch, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total, steps = total + loss.item(), steps + 1
+    return total / max(steps, 1)
+
+
+# ---------------------------------------------------------------------------
+# The two-head driver shared by DivideMix and UNICON
+# ---------------------------------------------------------------------------
+
+
+def average_head(a: nn.Linear, b: nn.Linear) -> nn.Linear:
+    """One linear head equal to the mean of two: its argmax is the two heads' summed-logit ensemble (how both papers test)."""
+    head = nn.Linear(a.in_features, a.out_features).to(a.weight.device)
+    with torch.no_grad():
+        head.weight.copy_((a.weight + b.weight) / 2)
+        head.bias.copy_((a.bias + b.bias) / 2)
+    return head
+
+
+def make_views(ctx: Context, image_mode: bool, feats: torch.Tensor):
+    """Feature-space views (cached features) or image views (frozen backbone), with ``extra`` strengths."""
+    if image_mode:
+        return ImageViews(ctx)
+    e = ctx.cfg.extra
+    return FeatureViews(feats, weak=(float(e.get("feat_noise", 0.1)), float(e.get("feat_dropout", 0.1))),
+                        strong=(float(e.get("feat_noise_strong", 0.2)), float(e.get("feat_dropout_strong", 0.3))))
+
+
+SplitFn = Callable[[int, int, list, torch.Tensor], Split]
+
+
+def two_head_training(ctx: Context, tag: str, split_fn: SplitFn, settings: MixSettings, image_mode: bool) -> tuple[nn.Linear, nn.Linear]:
+    """Warm up two fresh heads with CE, then each epoch MixMatch-train head 1, then head 2, each on its own split.
+
+    ``split_fn(epoch, k, heads, feats)`` gives the split head ``k`` (1 or 2) trains on, called just before
+    that head's epoch (DivideMix co-divides from scores taken before either head moves; UNICON rescores
+    between the two). Test accuracy is logged per epoch with the averaged head; heads and optimisers are
+    checkpointed per epoch, so a killed run resumes at the next epoch.
+    """
+    cfg = ctx.cfg
+    feats = torch.from_numpy(np.array(ctx.features("train"))).to(ctx.device)
+    labels = torch.as_tensor(ctx.train.labels).to(ctx.device)
+    heads = []
+    for k in (1, 2):
+        torch.manual_seed(generator(cfg.seed, 20, k).initial_seed())
+        heads.append(nn.Linear(feats.shape[1], ctx.num_classes).to(ctx.device))
+    opts = [ctx.lp_optim.build(h.parameters()) for h in heads]
+    views = make_views(ctx, image_mode, feats)
+    bs = max(2, cfg.batch_size // 2)  # the TURN paper halves the batch for the two loaders
+    start = ctx.resume(tag, head1=heads[0], head2=heads[1], opt1=opts[0], opt2=opts[1])
+    for epoch in range(start + 1, cfg.epochs_lp + 1):
+        if epoch <= settings.warmup:
+            with ctx.run.phase("lp"):
+                loss = warmup_epoch(heads, opts, views, labels, batch_size=bs, gen=generator(cfg.seed, 21, epoch),
+                                    epoch=epoch, desc=f"{tag} warm-up {epoch}", progress=cfg.progress)
+            values = {"train_loss": loss, "stage": "warmup"}
+        else:
+            losses, sizes = [], []
+            for k in (1, 2):
+                with ctx.run.phase("selection"):
+                    split = split_fn(epoch, k, heads, feats)
+                with ctx.run.phase("lp"):
+                    losses.append(mixmatch_epoch(heads[k - 1], heads[2 - k], opts[k - 1], views, split, labels,
+                                                 ctx.num_classes, settings, batch_size=bs, epoch=epoch, seed=cfg.seed,
+                                                 salt=30 + k, desc=f"{tag} {epoch}/{cfg.epochs_lp} head {k}",
+                                                 progress=cfg.progress))
+                sizes.append(int(len(split.labelled)))
+            values = {"train_loss": float(np.mean(losses)), "stage": "mixmatch", "n_labelled": sizes}
+        ctx.log_epoch("lp", epoch, head=average_head(*heads), **values)
+        ctx.checkpoint(tag, epoch, head1=heads[0], head2=heads[1], opt1=opts[0], opt2=opts[1])
+    return heads[0], heads[1]
+
+
+@torch.no_grad()
+def feature_logits(head: nn.Linear, feats: torch.Tensor) -> torch.Tensor:
+    """Eval-mode logits of a head on (device) features, on the CPU."""
+    head.eval()
+    return head(feats).float().cpu()
+
+
+def two_head_output(ctx: Context, heads: tuple[nn.Linear, nn.Linear], clean_prob: Optional[np.ndarray]) -> MethodOutput:
+    """The ensemble (averaged head) as the model, its logits on the cached training features, and the detector's score."""
+    head = average_head(*heads)
+    logits = head_logits(head, ctx.features("train"), ctx.device)
+    return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=clean_prob)
+
+
+def noise_rate(noise: Optional[str]) -> Optional[float]:
+    """The rate of an injected-noise spec such as ``sym:0.6`` (None when unknown)."""
+    if not noise or ":" not in noise:
+        return None
+    try:
+        return float(noise.split(":", 1)[1])
+    except ValueError:
+        return None

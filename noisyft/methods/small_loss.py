@@ -1,0 +1,94 @@
+"""Small-loss selection: train only on the lowest-loss fraction of each class.
+
+The classic co-teaching-style baseline without the second network: after a CE
+warm-up on every sample, each epoch starts by scoring every training sample
+with the current model (CE, eval mode, no augmentation) and keeps the
+``keep_fraction`` (``extra.keep_fraction``, 0.5) lowest-loss samples *of each
+class* (per class so a hard class is not dropped wholesale); that epoch trains
+with CE on the kept samples only.
+
+``small-loss-lp``: a linear head on cached features, ``epochs_lp`` epochs of
+which ``extra.warmup`` (5) are warm-up. ``small-loss-fft``: the whole model
+(fresh head, like ``ce-fft``) for the baseline FFT budget
+(``extra.baseline_fft_epochs``, 5) of which ``extra.warmup_fft`` (1) are
+warm-up; each later epoch costs one extra eval pass over the training images.
+Selection is a hard mask, not a score, so the label-issue report falls back to
+the per-class GMM on the final losses.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from noisyft.engine import generator, head_logits, train_head_epoch, train_image_epoch
+from noisyft.losses import create_loss, per_sample_ce
+from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.baselines import BASELINE_FFT_EPOCHS
+from noisyft.methods.registry import METHODS
+from noisyft.selection import small_loss_selection
+
+
+def keep_small_loss(ctx: Context, logits: torch.Tensor, epoch: int) -> np.ndarray:
+    """Indices of the lowest-loss ``keep_fraction`` of each class under ``logits``; logs the selection."""
+    keep_fraction = float(ctx.cfg.extra.get("keep_fraction", 0.5))
+    losses = per_sample_ce(logits, torch.as_tensor(ctx.train.labels)).numpy()
+    chosen = np.flatnonzero(small_loss_selection(losses, ctx.train.labels, ctx.num_classes, keep_fraction))
+    ctx.log_selection(epoch, chosen, keep_fraction=keep_fraction)
+    return chosen
+
+
+@METHODS.register("small-loss-lp")
+def small_loss_lp(ctx: Context) -> MethodOutput:
+    """Small-loss LP: CE warm-up, then per-epoch per-class lowest-loss selection on cached features."""
+    cfg = ctx.cfg
+    feats_np = ctx.features("train")
+    feats = torch.from_numpy(np.array(feats_np)).to(ctx.device)
+    labels = torch.as_tensor(ctx.train.labels).to(ctx.device)
+    torch.manual_seed(generator(cfg.seed, 1).initial_seed())
+    head = nn.Linear(feats.shape[1], ctx.num_classes).to(ctx.device)
+    opt = ctx.lp_optim.build(head.parameters())
+    loss_fn = create_loss("ce")
+    warmup = int(cfg.extra.get("warmup", 5))
+    start = ctx.resume("small-loss", head=head, opt=opt)
+    for epoch in range(start + 1, cfg.epochs_lp + 1):
+        chosen = np.arange(len(feats))
+        if epoch > warmup:
+            with ctx.run.phase("selection"):
+                chosen = keep_small_loss(ctx, head_logits(head, feats_np, ctx.device), epoch)
+        idx = torch.as_tensor(chosen).to(ctx.device)
+        with ctx.run.phase("lp"):
+            loss = train_head_epoch(head, feats[idx], labels[idx], loss_fn, opt, batch_size=cfg.batch_size,
+                                    gen=generator(cfg.seed, 2, epoch), epoch=epoch)
+        ctx.log_epoch("lp", epoch, head=head, train_loss=loss, n_train=int(len(chosen)))
+        ctx.checkpoint("small-loss", epoch, head=head, opt=opt)
+    return MethodOutput(model=ctx.classifier(head), train_logits=head_logits(head, feats_np, ctx.device))
+
+
+@METHODS.register("small-loss-fft")
+def small_loss_fft(ctx: Context) -> MethodOutput:
+    """Small-loss FFT: the whole model, CE warm-up epoch(s), then per-epoch per-class lowest-loss selection."""
+    cfg = ctx.cfg
+    torch.manual_seed(cfg.seed)
+    model = ctx.classifier()
+    opt = ctx.fft_optim.build(model.parameters())
+    loss_fn = create_loss("ce")
+    epochs = int(cfg.extra.get("baseline_fft_epochs", BASELINE_FFT_EPOCHS))
+    warmup = int(cfg.extra.get("warmup_fft", 1))
+    start = ctx.resume("fft", model=model, opt=opt)
+    for epoch in range(start + 1, epochs + 1):
+        chosen = np.arange(len(ctx.train))
+        if epoch > warmup:
+            with ctx.run.phase("selection"):
+                logits = ctx.image_logits(model, "train", desc="losses:train")
+                chosen = keep_small_loss(ctx, logits, epoch)
+        with ctx.run.phase("fft"):
+            loss = train_image_epoch(model, ctx.train, chosen, ctx.train_tf(), loss_fn, opt, device=ctx.device,
+                                     gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
+                                     num_workers=cfg.num_workers, desc=f"fft {epoch}/{epochs}", progress=cfg.progress,
+                                     freeze_bn_stats=cfg.freeze_bn_stats)
+        ctx.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=int(len(chosen)))
+        ctx.checkpoint("fft", epoch, model=model, opt=opt)
+    with ctx.run.phase("selection"):
+        logits = ctx.image_logits(model, "train", desc="losses:train")
+    return MethodOutput(model=model, train_logits=logits)

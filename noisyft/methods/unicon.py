@@ -1,0 +1,164 @@
+"""UNICON (Karim et al. 2022) as linear probing, as the TURN paper runs it.
+
+Two linear heads are warmed up with CE. After warm-up, before each head's
+epoch: the Jensen–Shannon divergence between the two heads' mean prediction and
+the one-hot given label scores every sample (low = agrees with its label). The
+threshold is the mean JSD, lowered to thr − (thr − min)/τ_f (τ_f = 5) when it
+exceeds d_u = 0.7; the selection ratio SR is the fraction of samples below it
+(as in the published code: SR is data-driven, not a fixed number; ``extra.sr``
+fixes it instead). *Uniform selection*: the ``int(SR·N/C)`` lowest-JSD samples
+of every class are labelled (a class with fewer takes all it has), which keeps
+the labelled set class-balanced; everything else is unlabelled. Labelled
+samples get the clean weight w = 1 − JSD, with w = 1 when JSD < 0.5 (the
+published weight adjustment). Training is MixMatch on the strong views plus an
+unsupervised contrastive term on two strong views of the unlabelled samples.
+
+JSD uses log base 2, so it lies in [0, 1] as the paper states and the 0.7 rule
+and w = 1 − JSD are on that scale.
+
+LP specifics: the contrastive term needs a trainable representation; with a
+frozen backbone the only one is the head, so it is applied to the L2-normalised
+head outputs (a separate projection head would receive gradients but could not
+change the classifier). ``unicon-lp`` uses feature-space augmentation (Gaussian
+noise × per-dimension std, then dropout; strong = stronger noise and dropout)
+for the two weak and two strong views and mixes feature vectors;
+``unicon-lp-img`` uses the run's image augmentation (weak) and AutoAugment on
+top (strong) through the frozen backbone.
+
+Settings (``extra``): ``warmup`` (5), ``sr`` (None: from the threshold),
+``d_u`` (0.7), ``jsd_tau`` (5), ``lambda_u`` (30), ``lambda_c`` (0.025),
+``contrast_T`` (0.05), ``rampup`` (16), ``sharpen_T`` (0.5), ``mix_alpha`` (4),
+``feat_noise``/``feat_dropout`` (0.1/0.1), ``feat_noise_strong``/
+``feat_dropout_strong`` (0.2/0.3). The report's clean probability is 1 − JSD of
+the final heads.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.mixmatch import MixSettings, Split, feature_logits, two_head_output, two_head_training
+from noisyft.methods.registry import METHODS
+from noisyft.selection import selection_metrics
+
+log = logging.getLogger("noisyft")
+
+
+def jsd_to_label(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-row Jensen–Shannon divergence (base 2, in [0, 1]) between ``probs`` and the one-hot ``labels``."""
+    onehot = F.one_hot(labels.long(), probs.shape[1]).to(probs.dtype)
+    m = (probs + onehot) / 2
+
+    def kl(p, q):
+        return (p * ((p + 1e-10) / (q + 1e-10)).log2()).sum(1)
+
+    return 0.5 * kl(probs, m) + 0.5 * kl(onehot, m)
+
+
+def jsd_threshold(jsd: np.ndarray, d_u: float = 0.7, tau: float = 5.0) -> float:
+    """Mean JSD, lowered to thr − (thr − min)/τ when it exceeds ``d_u`` (very noisy data: be stricter)."""
+    jsd = np.asarray(jsd, dtype=np.float64)
+    thr = float(jsd.mean())
+    if thr > d_u:
+        thr = thr - (thr - float(jsd.min())) / tau
+    return thr
+
+
+def uniform_selection(jsd: np.ndarray, labels: np.ndarray, num_classes: int, sr: float) -> np.ndarray:
+    """Sorted indices of the ``int(sr·N/C)`` lowest-JSD samples of every class (all of a smaller class).
+
+    Ties are broken by sample index, so the result is deterministic.
+    """
+    jsd, labels = np.asarray(jsd, dtype=np.float64), np.asarray(labels)
+    per_class = int(sr * len(labels) / num_classes)
+    chosen = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        order = np.lexsort((members, jsd[members]))
+        chosen.append(members[order[:per_class]])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def clean_weight(jsd: np.ndarray) -> np.ndarray:
+    """UNICON's labelled weight: 1 − JSD, and 1 when JSD < 0.5."""
+    jsd = np.asarray(jsd, dtype=np.float64)
+    return 1.0 - np.where(jsd < 0.5, 0.0, jsd)
+
+
+def unicon_split(jsd: np.ndarray, labels: np.ndarray, num_classes: int, *, sr: Optional[float] = None,
+                 d_u: float = 0.7, tau: float = 5.0) -> tuple[Split, float, float]:
+    """(split, SR, threshold): uniform selection with SR from the JSD threshold unless ``sr`` is given."""
+    thr = jsd_threshold(jsd, d_u, tau)
+    ratio = float(np.mean(np.asarray(jsd) < thr)) if sr is None else float(sr)
+    labelled = uniform_selection(jsd, labels, num_classes, ratio)
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[labelled] = True
+    return Split(labelled, clean_weight(np.asarray(jsd)[labelled]), np.flatnonzero(~mask)), ratio, thr
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """SimCLR's contrastive loss over 2B views: each view's positive is the other view of its sample."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.T / temperature
+    n = len(z1)
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, pos)
+
+
+def mean_jsd(heads, feats: torch.Tensor, labels: np.ndarray) -> np.ndarray:
+    """JSD of the two heads' mean prediction (eval mode, cached features) against the given labels."""
+    probs = (feature_logits(heads[0], feats).softmax(1) + feature_logits(heads[1], feats).softmax(1)) / 2
+    return jsd_to_label(probs, torch.as_tensor(labels)).numpy()
+
+
+def _split_fn(ctx: Context, sr: Optional[float], d_u: float, tau: float):
+    def split(epoch: int, k: int, heads, feats: torch.Tensor) -> Split:
+        labels = ctx.train.labels
+        jsd = mean_jsd(heads, feats, labels)
+        s, ratio, thr = unicon_split(jsd, labels, ctx.num_classes, sr=sr, d_u=d_u, tau=tau)
+        stats = {"head": k, "sr": ratio, "jsd_threshold": thr, "below_threshold": int((jsd < thr).sum()),
+                 "n_unlabelled": int(len(s.unlabelled))}
+        if ctx.train.true_labels is not None:
+            m = selection_metrics(jsd < thr, labels, ctx.train.true_labels)
+            stats.update(threshold_precision=m["precision"], threshold_recall=m["recall"])
+        if len(s.labelled) == 0:
+            log.warning("unicon epoch %d head %d: empty labelled set (SR %.3f); the head skips this epoch", epoch, k, ratio)
+        ctx.log_selection(epoch, s.labelled, **stats)
+        return s
+
+    return split
+
+
+def _unicon(image_mode: bool):
+    def run(ctx: Context) -> MethodOutput:
+        e = ctx.cfg.extra
+        lambda_c, temp = float(e.get("lambda_c", 0.025)), float(e.get("contrast_T", 0.05))
+
+        def contrastive(head: nn.Linear, u3: torch.Tensor, u4: torch.Tensor) -> torch.Tensor:
+            return lambda_c * nt_xent(head(u3), head(u4), temp)
+
+        settings = MixSettings(T=float(e.get("sharpen_T", 0.5)), alpha=float(e.get("mix_alpha", 4.0)),
+                               lambda_u=float(e.get("lambda_u", 30.0)), rampup=float(e.get("rampup", 16.0)),
+                               warmup=int(e.get("warmup", 5)), strong_mix=True, extra_loss=contrastive)
+        sr = e.get("sr")
+        split_fn = _split_fn(ctx, None if sr is None else float(sr), float(e.get("d_u", 0.7)), float(e.get("jsd_tau", 5.0)))
+        heads = two_head_training(ctx, "unicon-img" if image_mode else "unicon", split_fn, settings, image_mode)
+        feats = torch.from_numpy(np.array(ctx.features("train"))).to(ctx.device)
+        with ctx.run.phase("selection"):
+            clean_prob = 1.0 - mean_jsd(heads, feats, ctx.train.labels)
+        return two_head_output(ctx, heads, clean_prob)
+
+    run.__doc__ = ("UNICON as LP: JSD uniform selection, MixMatch + contrastive on "
+                   + ("augmented images through the frozen backbone." if image_mode else "cached features (feature-space augmentation)."))
+    return run
+
+
+METHODS.register("unicon-lp")(_unicon(False))
+METHODS.register("unicon-lp-img")(_unicon(True))

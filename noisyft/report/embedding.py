@@ -1,0 +1,116 @@
+"""What the report needs beyond the run directory: the training images and backbone features.
+
+The training set is rebuilt from the run's ``config.json`` with
+:func:`noisyft.api.prepare_data` (same data, noise, subsets and validation split,
+all seeded) and checked against ``labels.csv``, so images and labels are those
+the run saw. Features *before* fine-tuning are the frozen backbone's (read from
+the feature cache when the run left one, else computed on the subsample only);
+features *after* come from the run's saved model. Both are embedded with t-SNE.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from noisyft.data.base import LabeledSet
+
+
+def rebuild_train(config: dict, labels: pd.DataFrame) -> LabeledSet:
+    """The run's training set, rebuilt from its config; ValueError if it differs from ``labels.csv``."""
+    from noisyft.api import prepare_data
+    from noisyft.config import FitConfig
+
+    cfg = FitConfig.from_dict(config)
+    splits, _, _ = prepare_data(cfg)
+    train = splits.train
+    if len(train) != len(labels) or [str(i) for i in train.ids] != [str(i) for i in labels["id"]] \
+            or not np.array_equal(train.labels, labels["given_label"].to_numpy()):
+        raise ValueError("the data found at the run's --data path is not the training set the run used "
+                         "(changed since the run?)")
+    return train
+
+
+def subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``max_points`` of ``n`` samples (uniform, seeded)."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Eval-preprocessed images of ``source`` at ``rows``."""
+
+    def __init__(self, source, transform, rows: np.ndarray):
+        self.source, self.transform, self.rows = source, transform, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return self.transform(self.source.load(int(self.rows[k])))
+
+
+def _forward(backbone, source, rows: np.ndarray, *, batch_size: int, num_workers: Optional[int],
+             device: torch.device) -> np.ndarray:
+    """Eval-mode features of ``source`` at ``rows`` (same preprocessing and forward as the feature cache)."""
+    from noisyft.data.transforms import eval_transform
+    from noisyft.features import forward_features, make_loader
+
+    backbone.eval().to(device).to(memory_format=torch.channels_last)
+    loader = make_loader(_Rows(source, eval_transform(backbone.preprocess), rows), batch_size, num_workers)
+    return np.concatenate([forward_features(backbone, x, device).cpu().numpy() for x in loader]).astype(np.float32)
+
+
+def _cached(backbone, source, cache_dir: Optional[str]) -> Optional[np.ndarray]:
+    """The run's cached frozen features of ``source`` if the cache still holds them (never computes)."""
+    from noisyft.features import default_cache_dir, feature_key
+
+    final = Path(cache_dir or default_cache_dir()) / "features" / feature_key(backbone, source) / "features.npy"
+    if not final.exists():
+        return None
+    arr = np.load(final, mmap_mode="r")
+    return arr if arr.shape == (len(source), backbone.num_features) else None
+
+
+def features_before_after(run_dir: Path, config: dict, train: LabeledSet, rows: np.ndarray, *, batch_size: int = 128,
+                          num_workers: Optional[int] = 0, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """``(before, after)`` features of training samples ``rows``: frozen pre-trained backbone vs. fine-tuned one."""
+    from noisyft.api import load_model
+    from noisyft.backbones import create_backbone
+    from noisyft.engine import resolve_device
+
+    dev = resolve_device(device)
+    with torch.random.fork_rng():  # a randomly initialised backbone gets the run's initial weights
+        torch.manual_seed(int(config.get("seed", 0)))
+        frozen = create_backbone(config["backbone"], pretrained=config.get("pretrained", True),
+                                 image_size=config.get("image_size"))
+    cached = _cached(frozen, train.source, config.get("cache_dir"))
+    kw = dict(batch_size=batch_size, num_workers=num_workers, device=dev)
+    before = np.asarray(cached[rows]) if cached is not None else _forward(frozen, train.source, rows, **kw)
+    model, _ = load_model(run_dir)
+    after = _forward(model.backbone, train.source, rows, **kw)
+    return before, after
+
+
+def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """2-D t-SNE (after PCA to 50 dimensions when wider), deterministic for a seed.
+
+    Runs single-threaded: sklearn's OpenMP t-SNE slows down up to 20-fold on a
+    busy machine when its threads spin against other processes, while one thread
+    embeds 2,000 points in seconds.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    x = np.asarray(features, dtype=np.float64)
+    x = x - x.mean(0)
+    perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
+    with threadpool_limits(1):
+        if x.shape[1] > 50 and x.shape[0] > 50:
+            x = PCA(50, random_state=seed).fit_transform(x)
+        return TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed).fit_transform(x)
