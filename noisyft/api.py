@@ -102,6 +102,7 @@ def finish(ctx: Context, out: MethodOutput, splits: DataSplits, noise_info: dict
                                 true_labels=train.true_labels)
     run.write_frame("label_issues.csv", issues)
     meta = {"backbone": cfg.backbone, "image_size": ctx.backbone.preprocess.size, "classes": train.classes,
+            "allow_remote_code": cfg.allow_remote_code,
             "preprocess": ctx.backbone.preprocess.to_dict()}
     run.save_model(out.model, meta)
     summary = _summary(cfg, run, issues, splits, noise_info)
@@ -133,7 +134,8 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
     run.write_json("noise.json", noise_info)
     run.write_json("data.json", splits.info)
     torch.manual_seed(cfg.seed)
-    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, image_size=cfg.image_size)
+    remote = {"allow_remote_code": True} if cfg.allow_remote_code else {}
+    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, image_size=cfg.image_size, **remote)
     lp_default, fft_default = backbone.hparams
     ctx = Context(cfg, splits.train, splits.test, val, backbone, run, resolve_device(cfg.device),
                   parse_optim(cfg.lp_optim, lp_default, "lp-optim"), parse_optim(cfg.fft_optim, fft_default, "fft-optim"),
@@ -160,7 +162,9 @@ def load_model(run_dir: str | Path) -> tuple[Classifier, dict]:
 
     with safe_open(str(weights), "pt") as f:
         meta = {k: json.loads(v) for k, v in f.metadata().items()}
-    backbone = create_backbone(meta["backbone"], pretrained=False, image_size=meta["image_size"])
+    # remote model code runs only if the user allowed it for this run at fit time (recorded in the weights' metadata)
+    remote = {"allow_remote_code": True} if meta.get("allow_remote_code") else {}
+    backbone = create_backbone(meta["backbone"], pretrained=False, image_size=meta["image_size"], **remote)
     model = Classifier(backbone, len(meta["classes"]))
     model.load_state_dict(load_weights(weights))
     return model.eval(), meta

@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 
 from noisyft.config import FitConfig
-from noisyft.errors import UserError
+from noisyft.errors import UserError, one_line
 
 HELP = {
     "data": "training images: a folder or .zip tree (root/<class>/<file>, optional train/ and test/), or a dataset: "
@@ -29,6 +29,7 @@ HELP = {
              "(never the true class), asym:R (CIFAR-10/100 maps), asym-block:R, inst:R (CORES), inst-ptd:R",
     "method": "method name (see `noisyft methods`)",
     "backbone": "efficientnet_lite0 (offline default), any timm name, or hf:<hub id or local dir>",
+    "allow_remote_code": "allow Hugging Face models that ship their own Python code (trust_remote_code); off by default",
     "pretrained": "start from pretrained weights (--no-pretrained: random initialisation)",
     "image_size": "input resolution (default: the backbone's own)",
     "epochs_lp": "linear-probing epochs (E_LP)", "epochs_fft": "full fine-tuning epochs (E_FFT)",
@@ -181,6 +182,17 @@ def cmd_methods(ns) -> None:
         print(f"{name:14s} {doc[0] if doc else ''}")
 
 
+def cmd_bench(ns) -> None:
+    from noisyft import bench
+
+    if bool(ns.config) == ns.quick:
+        raise UserError("bench: give a grid file (--config FILE.yaml) or --quick, not both or neither")
+    spec = bench.BenchSpec.from_dict(bench.QUICK, "--quick") if ns.quick else bench.load_spec(ns.config)
+    out = ns.out or ("runs/bench-quick" if ns.quick else f"runs/bench-{Path(ns.config).stem}")
+    res = bench.run_bench(spec, out, plots=not ns.no_plots)
+    print(f"\n{bench.results_markdown(res)}\nwrote {out}/results.md and results.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="noisyft", description="Fine-tune pre-trained vision models on noisily labelled "
                                 "images and find the wrong labels.")
@@ -223,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--device", default="auto")
     rep.add_argument("--num-workers", type=int, default=None)
     rep.set_defaults(func=cmd_report)
+    bench = sub.add_parser("bench", help="run a grid data × noise × backbone × method × seed and tabulate it (resumable)",
+                           description="Run every cell of a grid (one fit each, resumable, parallel-safe) and write "
+                                       "results.md, results.json and plots.")
+    bench.add_argument("--config", help="YAML grid: data, noises, backbones, methods, seeds + common FitConfig fields")
+    bench.add_argument("--quick", action="store_true", help="the built-in grid: every method family on the demo data")
+    bench.add_argument("--out", help="bench directory (default runs/bench-<config name> or runs/bench-quick)")
+    bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    bench.set_defaults(func=cmd_bench)
     meth = sub.add_parser("methods", help="list the registered methods")
     meth.set_defaults(func=cmd_methods)
     return p
@@ -236,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if ns.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to continue", file=sys.stderr)
@@ -246,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if ns.debug or not isinstance(e, TrainingDiverged):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
     return 0
 

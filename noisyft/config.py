@@ -31,6 +31,7 @@ class FitConfig:
     noise: Optional[str] = None            # inject noise: sym:0.6, symflip:0.5, asym:0.4, asym-block:0.4, inst:0.4, inst-ptd:0.4
     method: str = "turn"
     backbone: str = "efficientnet_lite0"
+    allow_remote_code: bool = False        # let Hugging Face run model code from the hub (off: never)
     pretrained: bool = True                # False: random initialisation (tests, training from scratch)
     image_size: Optional[int] = None       # input resolution (backbone default when unset)
     epochs_lp: int = 20                    # E_LP

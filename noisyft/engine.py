@@ -8,6 +8,7 @@ index order, never batch order.
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -38,6 +39,9 @@ def generator(seed: int, *salt: int) -> torch.Generator:
 
 
 def check_finite(loss: torch.Tensor, where: str, epoch: int, step: int) -> None:
+    """Stop on a NaN/inf loss before it reaches the weights (the last checkpoint stays good)."""
+    if os.environ.get("NOISYFT_KILL_AT") == f"nan:{where}:{epoch}:{step}":  # fault injection for tests
+        loss = torch.tensor(float("nan"))
     if not torch.isfinite(loss):
         raise TrainingDiverged(f"{where}: loss became {loss.item()} at epoch {epoch}, step {step}; "
                                f"lower the learning rate (the last good checkpoint is kept)")
@@ -69,7 +73,7 @@ def train_head_epoch(head: nn.Linear, feats: torch.Tensor, labels: torch.Tensor,
 def head_logits(head: nn.Linear, feats: np.ndarray | torch.Tensor, device: torch.device, batch_size: int = 8192) -> torch.Tensor:
     """Logits of a linear head over cached features (eval mode), on the CPU."""
     head.eval()
-    out = [head(torch.as_tensor(np.asarray(feats[i: i + batch_size])).to(device)).float().cpu()
+    out = [head(torch.from_numpy(np.array(feats[i: i + batch_size], dtype=np.float32)).to(device)).float().cpu()
            for i in range(0, len(feats), batch_size)]
     return torch.cat(out) if out else torch.zeros(0, head.out_features)
 

@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import tempfile
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+# A private feature cache for the whole session, set before any fixture (module-scoped ones too) runs.
+os.environ["NOISYFT_CACHE"] = tempfile.mkdtemp(prefix="noisyft-test-cache-")
 
 CLASSES = ("red", "green", "blue")
 COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("NOISYFT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def write_tree(root, per_class: int, seed: int = 0, size: int = 32, split: str | None = None) -> list[str]:

@@ -2,6 +2,7 @@
 feature size, its preprocessing and its paper-style optimiser defaults."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -58,6 +59,15 @@ PAPER_HPARAMS: dict[str, tuple[OptimConfig, OptimConfig]] = {
 }
 
 
+def state_digest(model: nn.Module) -> str:
+    """A digest of every weight: random initialisations (which depend on the seed) get distinct cache keys."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class Backbone(nn.Module):
     """Wraps a model so that ``forward(images) -> (B, num_features)`` pooled features.
 
@@ -70,7 +80,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.model = model
         self.name = name
-        self.weights_id = weights_id
+        self.weights_id = weights_id + ":" + state_digest(model) if weights_id.endswith(":random") else weights_id
         self.preprocess = preprocess
         self.family = family
         self.num_features = num_features if num_features is not None else self._probe_features()

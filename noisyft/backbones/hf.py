@@ -7,6 +7,7 @@ first; with no network a missing model fails with one line naming it.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 
@@ -82,6 +83,16 @@ def _preprocess(id_or_path: str, config) -> Preprocess:
         return Preprocess(int(size) if isinstance(size, int) else 224)
 
 
+def _dir_digest(path: str) -> str:
+    """Names, sizes and mtimes of a local model directory: new weights there → a new feature-cache key."""
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(path)):
+        for name in sorted(files):
+            st = os.stat(os.path.join(root, name))
+            h.update(f"{os.path.relpath(os.path.join(root, name), path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
 def create_hf_backbone(id_or_path: str, *, pretrained: bool = True, image_size: int | None = None,
                        allow_remote_code: bool = False) -> Backbone:
     """A transformers vision model by hub id or local directory."""
@@ -89,5 +100,6 @@ def create_hf_backbone(id_or_path: str, *, pretrained: bool = True, image_size: 
     family = _FAMILY.get(mtype, "vit" if mtype in _CLS_TOKEN_TYPES else "resnet")
     pre = _preprocess(id_or_path, model.config).with_size(image_size)
     tag = "pretrained" if pretrained else "random"
-    return HFBackbone(model, name=f"hf:{id_or_path}", weights_id=f"hf:{os.path.abspath(id_or_path) if os.path.isdir(id_or_path) else id_or_path}:{tag}",
+    where = f"{os.path.abspath(id_or_path)}@{_dir_digest(id_or_path)}" if os.path.isdir(id_or_path) else id_or_path
+    return HFBackbone(model, name=f"hf:{id_or_path}", weights_id=f"hf:{where}:{tag}",
                       preprocess=pre, family=family)

@@ -36,6 +36,10 @@ def gmm_selection(ctx: Context, logits: torch.Tensor, epoch: int, rng: np.random
     save_losses(ctx.run, f"epoch{epoch}", losses, fit, ctx.cfg.tau)  # for the report's loss histograms
     clean = select_clean(fit.clean_prob, ctx.cfg.tau)
     chosen, n_min, empty = balanced_subsample(clean, labels, ctx.num_classes, rng)
+    few = [ctx.train.classes[c] for c, s in enumerate(fit.status) if s in ("too_few", "constant")]
+    if few and epoch == 1:
+        log.warning("classes whose losses cannot be split by a GMM (fewer than 2 samples or all equal), kept as clean: %s",
+                    ", ".join(few))
     if empty:
         log.warning("epoch %d: classes with no clean sample (skipped this epoch): %s", epoch,
                     ", ".join(ctx.train.classes[c] for c in empty))

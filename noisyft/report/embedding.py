@@ -86,8 +86,9 @@ def features_before_after(run_dir: Path, config: dict, train: LabeledSet, rows: 
     dev = resolve_device(device)
     with torch.random.fork_rng():  # a randomly initialised backbone gets the run's initial weights
         torch.manual_seed(int(config.get("seed", 0)))
+        remote = {"allow_remote_code": True} if config.get("allow_remote_code") else {}  # as fit() does
         frozen = create_backbone(config["backbone"], pretrained=config.get("pretrained", True),
-                                 image_size=config.get("image_size"))
+                                 image_size=config.get("image_size"), **remote)
     cached = _cached(frozen, train.source, config.get("cache_dir"))
     kw = dict(batch_size=batch_size, num_workers=num_workers, device=dev)
     before = np.asarray(cached[rows]) if cached is not None else _forward(frozen, train.source, rows, **kw)

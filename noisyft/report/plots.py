@@ -43,6 +43,7 @@ def draw_class_losses(ax, losses: np.ndarray, labels: np.ndarray, gmm: dict, c: 
     ax.set_title(f"{title}{name} (n={int(mine.sum())})" + ("" if status == "fit" else f" [{status}]"), fontsize=9)
     if x.size == 0:
         ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([]), ax.set_yticks([])
         return
     lo, hi = float(x.min()), float(x.max())
     pad = 0.05 * (hi - lo) if hi > lo else 0.5
@@ -154,6 +155,7 @@ def accuracy_curves(records: list[dict], path: Path) -> Path:
                     ax.plot(steps[idx], [records[i][key] for i in idx], ls=ls, marker="." if len(idx) > 30 else "o",
                             label=f"{key.replace('_', ' ')} ({phase.upper()})")
         ax.set(xlabel="epoch (LP, then FFT continues)", title="Accuracy" if "acc" in keys[0] else "Training loss")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         for i in range(1, len(phases)):
             if phases[i] != phases[i - 1]:
                 ax.axvline(steps[i] - 0.5, color="0.5", ls=":", lw=1)
