@@ -144,6 +144,17 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
     return finish(ctx, method(ctx), splits, noise_info)
 
 
+def resume(run_dir: str | Path) -> FitResult:
+    """Continue (or return, if finished) the run in ``run_dir`` with the configuration it was started with."""
+    import json
+
+    cfg_file = Path(run_dir) / "config.json"
+    if not cfg_file.exists():
+        raise UserError(f"--resume {run_dir}: no config.json there; is it a noisyft run directory?")
+    saved = json.loads(cfg_file.read_text())["config"]
+    return fit(FitConfig.from_dict({**saved, "out": str(run_dir)}))
+
+
 def detect(config: Optional[FitConfig] = None, **overrides) -> pd.DataFrame:
     """The label-issue table only: TURN's linear-probing detector (no fine-tuning unless epochs_fft is given)."""
     overrides.setdefault("epochs_fft", 0)

@@ -134,6 +134,9 @@ def _print_result(res, top: int = 10) -> None:
 def cmd_fit(ns) -> None:
     from noisyft import api
 
+    if ns.resume:
+        _print_result(api.resume(ns.resume))
+        return
     _print_result(api.fit(config_from_args(ns)))
 
 
@@ -202,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="train a method and write a run directory (model, metrics, label issues)",
                          description="Train a method on a (noisy) dataset; writes a run directory.")
     add_config_options(fit)
+    fit.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config "
+                     "(running the same command again does the same)")
     fit.set_defaults(func=cmd_fit)
     det = sub.add_parser("detect", help="write the label-issue report only (linear-probing detector, no fine-tuning)",
                          description="Rank the training labels by how likely they are wrong (TURN's LP detector by default).")

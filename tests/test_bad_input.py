@@ -80,3 +80,28 @@ def test_labels_and_noise_together_is_refused(image_tree, tmp_path, capsys):
 def test_predict_on_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert main(["predict", "--run", str(tmp_path), "--data", str(tmp_path)]) == 2
     assert "model.safetensors" in capsys.readouterr().err
+
+
+def test_resume_flag_continues_a_killed_run_from_its_directory(image_tree, tmp_path):
+    out = tmp_path / "r"
+    proc = _run_cli(["fit", "--data", str(image_tree), "--out", str(out), *TINY], {"NOISYFT_KILL_AT": "train:2:0"})
+    assert proc.returncode == -9
+    proc = _run_cli(["fit", "--resume", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "state.json").read_text())["finished"] == ["done"]
+
+
+def test_resume_of_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert main(["fit", "--resume", str(tmp_path)]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_class_without_training_samples_is_skipped(image_tree, tmp_path):
+    """A CSV that never uses a folder class: the class stays in the head, is ignored by selection."""
+    paths = [f"train/{c}/{i:03d}.png" for c in ("red", "green") for i in range(40)]
+    csv = tmp_path / "two.csv"
+    csv.write_text("path,label\n" + "".join(f"{p},{p.split('/')[1]}\n" for p in paths))
+    assert main(["fit", "--data", str(image_tree), "--labels", str(csv), "--out", str(tmp_path / "r"), *TINY]) == 0
+    sel = [json.loads(l) for l in (tmp_path / "r" / "selection.jsonl").read_text().splitlines()]
+    assert all(s["selected"] == 2 * s["n_min"] and s["n_min"] > 0 for s in sel)
+    assert all(s["gmm_status"].get("empty") == 1 for s in sel)
