@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import common  # noqa: E402
 from noisyft.selection import (  # noqa: E402
     fit_per_class_gmm,
     select_clean,
@@ -91,24 +90,10 @@ def run_config(name: str, num_classes: int, n: int, repeats: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import sklearn
 
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "sklearn": sklearn.__version__,
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-    }
+    return {**common.machine(), "numpy": np.__version__, "sklearn": sklearn.__version__,
+            "date": dt.datetime.now().isoformat(timespec="seconds")}
 
 
 def table(rows: list[dict]) -> str:

@@ -1,5 +1,4 @@
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -9,10 +8,6 @@ from PIL import Image
 from noisyft.backbones import create_backbone
 from noisyft.data import load_data
 from noisyft.features import extract_features, feature_key
-
-
-class CountingBackbone(torch.nn.Module):
-    """Wraps a backbone and counts forward calls, to tell a cache hit from a miss."""
 
 
 @pytest.fixture

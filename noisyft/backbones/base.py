@@ -3,7 +3,7 @@ feature size, its preprocessing and its paper-style optimiser defaults."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
