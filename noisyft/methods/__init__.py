@@ -3,6 +3,9 @@ from noisyft.methods.base import Context, MethodOutput
 from noisyft.methods.registry import METHODS
 from noisyft.methods import baselines as _baselines  # noqa: F401,E402
 from noisyft.methods import turn as _turn  # noqa: F401,E402
-from noisyft.methods import small_loss as _small_loss, dividemix as _dividemix, unicon as _unicon, cleanlab_peer as _cleanlab  # noqa: F401,E402
+from noisyft.methods import small_loss as _small_loss  # noqa: F401,E402
+from noisyft.methods import dividemix as _dividemix  # noqa: F401,E402
+from noisyft.methods import unicon as _unicon  # noqa: F401,E402
+from noisyft.methods import cleanlab_peer as _cleanlab_peer  # noqa: F401,E402
 
 __all__ = ["METHODS", "Context", "MethodOutput"]

@@ -73,16 +73,14 @@ def jsd_threshold(jsd: np.ndarray, d_u: float = 0.7, tau: float = 5.0) -> float:
 def uniform_selection(jsd: np.ndarray, labels: np.ndarray, num_classes: int, sr: float) -> np.ndarray:
     """Sorted indices of the ``int(sr·N/C)`` lowest-JSD samples of every class (all of a smaller class).
 
-    Ties are broken by sample index, so the result is deterministic.
+    Ties are broken by sample index, so the result is deterministic; one sort serves every class.
     """
-    jsd, labels = np.asarray(jsd, dtype=np.float64), np.asarray(labels)
+    jsd, labels = np.asarray(jsd, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     per_class = int(sr * len(labels) / num_classes)
-    chosen = []
-    for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
-        order = np.lexsort((members, jsd[members]))
-        chosen.append(members[order[:per_class]])
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+    order = np.lexsort((np.arange(len(labels)), jsd, labels))  # by class, then JSD, then index
+    starts = np.concatenate(([0], np.cumsum(np.bincount(labels, minlength=num_classes))[:-1]))
+    rank = np.arange(len(labels)) - starts[labels[order]]
+    return np.sort(order[rank < per_class])
 
 
 def clean_weight(jsd: np.ndarray) -> np.ndarray:

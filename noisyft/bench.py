@@ -1,0 +1,457 @@
+"""``noisyft bench``: a grid of fits (data × noise × backbone × method × seed) and its results table.
+
+A grid is a YAML mapping with the list keys ``data``, ``noises``, ``backbones``,
+``methods`` and ``seeds`` (a scalar counts as a one-item list; a noise of
+``null``/``none`` means the given labels as they are); every other key is a
+FitConfig field shared by all cells (``image_size``, ``epochs_lp``,
+``max_train``, ``extra`` …). ``per_method: {method: {field: value}}``
+optionally overrides common settings for one method.
+
+Each cell is one :func:`noisyft.api.fit` writing ``BENCH_DIR/cells/<cell>``, so
+the bench is resumable for free: a finished cell is never rerun (it is skipped
+before any work), a killed cell resumes from its checkpoint. Several bench
+processes may share a grid: a cell is only run by the process holding
+``BENCH_DIR/locks/<cell>.lock``, created atomically (``O_CREAT | O_EXCL``) with
+the holder's pid and host; a lock whose pid is dead on this host is stale and
+taken over. A failing cell is recorded (``status: failed`` and the error) and
+the grid goes on; the next run retries it.
+
+When the cells are done (or running elsewhere) the bench writes
+``results.json`` (every cell, and the per-setting means over seeds),
+``results.md`` (the TURN paper's layout: rows = methods, column groups = noise
+settings with best / last test accuracy, plus training time, selection
+precision / recall / F1 and detection AUROC) and the plots of
+:mod:`noisyft.bench_plots`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from noisyft.atomic import write_json, write_text
+from noisyft.config import FitConfig
+from noisyft.errors import UserError
+
+log = logging.getLogger("noisyft")
+
+GRID_KEYS = ("data", "noises", "backbones", "methods", "seeds")
+
+# The built-in --quick grid: every method family on the packaged CIFAR-10 sample at 64 px, cut for a 2-core
+# CPU: E_LP 20 as in the paper, E_FFT 2 for TURN and 2 baseline FFT epochs (same FFT budget for TURN and CE-FFT).
+# Estimated from per-cell timings on 2 busy cores: about 7-8 minutes, of which CE-FFT ~2.3, UNICON-LP ~2, DivideMix ~1.
+QUICK: dict = {
+    "data": ["demo"], "noises": ["sym:0.6"], "backbones": ["efficientnet_lite0"],
+    "methods": ["turn", "ce-lp", "ce-fft", "gce-lp", "small-loss-lp", "dividemix-lp", "unicon-lp", "cleanlab"],
+    "seeds": [0], "image_size": 64, "epochs_lp": 20, "epochs_fft": 2, "extra": {"baseline_fft_epochs": 2},
+}
+
+
+# ---------------------------------------------------------------------------
+# The grid
+# ---------------------------------------------------------------------------
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe rendering of ``text`` (``sym:0.6`` → ``sym-0.6``); long ones end in a short hash."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+    if len(s) > limit:
+        s = f"{s[:limit - 7]}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+    return s
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid."""
+
+    data: str
+    noise: Optional[str]
+    backbone: str
+    method: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return "__".join([_slug(self.data), _slug(self.noise or "none"), _slug(self.backbone), _slug(self.method),
+                          f"s{self.seed}"])
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _noise(value: Any) -> Optional[str]:
+    return None if value is None or str(value).lower() in ("none", "clean", "") else str(value)
+
+
+@dataclass
+class BenchSpec:
+    """A grid and the settings every cell shares."""
+
+    data: list[str]
+    noises: list[Optional[str]]
+    backbones: list[str]
+    methods: list[str]
+    seeds: list[int]
+    common: dict = field(default_factory=dict)
+    per_method: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "bench config") -> "BenchSpec":
+        """Validate a grid mapping; unknown keys and bad names fail with one line naming them."""
+        d = {str(k).replace("-", "_"): v for k, v in d.items()}
+        missing = [k for k in GRID_KEYS if k not in d]
+        if missing:
+            raise UserError(f"{source}: missing key(s) {', '.join(missing)} (a grid needs {', '.join(GRID_KEYS)})")
+        grid = {k: _as_list(d.pop(k)) for k in GRID_KEYS}
+        per_method = d.pop("per_method", None) or {}
+        for bad in ("method", "backbone", "noise", "seed", "out"):
+            if bad in d:
+                raise UserError(f"{source}: {bad!r} is set by the grid (use {bad}s / the bench directory), not a common setting")
+        FitConfig.from_dict(d)  # unknown common keys → one UserError with suggestions
+        from noisyft.methods import METHODS
+
+        for m in grid["methods"] + list(per_method):
+            METHODS.get(m)  # unknown method → UserError with the known names
+        return cls(data=[str(x) for x in grid["data"]], noises=[_noise(x) for x in grid["noises"]],
+                   backbones=[str(x) for x in grid["backbones"]], methods=[str(x) for x in grid["methods"]],
+                   seeds=[int(x) for x in grid["seeds"]], common=d, per_method=per_method)
+
+    def cells(self) -> list[Cell]:
+        """Every cell, in the order the bench runs them (seeds innermost, so each setting fills up first)."""
+        return [Cell(d, n, b, m, s) for d in self.data for n in self.noises for b in self.backbones
+                for m in self.methods for s in self.seeds]
+
+    def fit_config(self, cell: Cell, bench_dir: Path) -> FitConfig:
+        values = {"progress": False, **self.common, **self.per_method.get(cell.method, {}),
+                  "data": cell.data, "noise": cell.noise, "backbone": cell.backbone, "method": cell.method,
+                  "seed": cell.seed, "out": str(cell_dir(bench_dir, cell))}
+        return FitConfig.from_dict(values)
+
+    def to_dict(self) -> dict:
+        return {"data": self.data, "noises": self.noises, "backbones": self.backbones, "methods": self.methods,
+                "seeds": self.seeds, **self.common, **({"per_method": self.per_method} if self.per_method else {})}
+
+
+def load_spec(path: str | Path) -> BenchSpec:
+    """Read a YAML/JSON grid file."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"bench config {path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"bench config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"bench config {path}: expected a mapping with keys {', '.join(GRID_KEYS)}")
+    return BenchSpec.from_dict(data, str(path))
+
+
+def cell_dir(bench_dir: Path, cell: Cell) -> Path:
+    return Path(bench_dir) / "cells" / cell.name
+
+
+def cell_finished(path: Path) -> bool:
+    """Whether a cell's run directory holds a finished fit (the test ``api.fit`` itself uses)."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return "done" in state.get("finished", []) and (path / "summary.json").exists() and (path / "label_issues.csv").exists()
+
+
+# ---------------------------------------------------------------------------
+# Per-cell locks
+# ---------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class CellLock:
+    """An exclusive, crash-safe claim on one cell: a lock file created with O_EXCL holding pid and host.
+
+    A lock left by a dead process (same host, pid gone) is stale: it is moved aside atomically (only one
+    contender's rename can succeed) and the claim is retried. Locks from another host are always respected.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.held = False
+
+    def holder(self) -> Optional[dict]:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:  # being written right now, or garbage: treat as held by an unknown owner
+            return {"pid": None, "host": None}
+
+    def stale(self, info: Optional[dict]) -> bool:
+        """Whether lock contents ``info`` name a dead process on this host."""
+        if not info or not isinstance(info.get("pid"), int):
+            return False
+        return info.get("host") == socket.gethostname() and not _pid_alive(info["pid"])
+
+    def acquire(self) -> bool:
+        """Claim the cell; False when a live process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                info = self.holder()
+                if not self.stale(info) or not self._break(info):
+                    return False
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, f)
+            self.held = True
+            return True
+        return False
+
+    def _break(self, seen: dict) -> bool:
+        """Move a stale lock aside; if the file moved turns out to be a fresh lock, put it back."""
+        aside = self.path.with_name(f"{self.path.name}.stale-{os.getpid()}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return True  # someone else removed it: just retry the claim
+        try:
+            moved = json.loads(aside.read_text())
+        except (OSError, json.JSONDecodeError):
+            moved = None
+        if moved != seen:  # we raced with a new owner: restore its lock unless a third process claimed meanwhile
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+            aside.unlink(missing_ok=True)
+            return False
+        aside.unlink(missing_ok=True)
+        log.warning("took over the stale lock of dead process %s on %s", seen.get("pid"), self.path.name)
+        return True
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> "CellLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# ---------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------
+
+
+def run_cell(spec: BenchSpec, cell: Cell, bench_dir: Path, fit: Callable) -> str:
+    """Run one cell unless it is finished or claimed by another process: 'done', 'ran', 'failed' or 'busy'."""
+    path = cell_dir(bench_dir, cell)
+    if cell_finished(path):
+        return "done"
+    lock = CellLock(Path(bench_dir) / "locks" / f"{cell.name}.lock")
+    if not lock.acquire():
+        return "busy"
+    with lock:
+        if cell_finished(path):  # finished by another process between our check and our claim
+            return "done"
+        err = path / "error.txt"
+        try:
+            fit(spec.fit_config(cell, bench_dir))
+        except Exception as e:  # one broken cell must not stop the grid; KeyboardInterrupt still does
+            path.mkdir(parents=True, exist_ok=True)
+            write_text(err, "".join(traceback.format_exception(e)))
+            log.error("cell %s failed: %s", cell.name, e)
+            return "failed"
+        err.unlink(missing_ok=True)
+        return "ran"
+
+
+def run_bench(spec: BenchSpec, bench_dir: str | Path, *, fit: Optional[Callable] = None, plots: bool = True,
+              echo: Callable[[str], None] = print) -> dict:
+    """Run every unfinished, unclaimed cell of ``spec`` into ``bench_dir``; write and return the results."""
+    if fit is None:
+        from noisyft.api import fit
+    bench_dir = Path(bench_dir)
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    write_json(bench_dir / "bench.json", spec.to_dict())
+    cells = spec.cells()
+    for k, cell in enumerate(cells, 1):
+        t = time.perf_counter()
+        status = run_cell(spec, cell, bench_dir, fit)
+        extra = f" in {time.perf_counter() - t:.0f}s" if status in ("ran", "failed") else ""
+        echo(f"[{k}/{len(cells)}] {cell.name}: {status}{extra}")
+    results = collect(spec, bench_dir)
+    write_results(bench_dir, results)
+    if plots:
+        from noisyft.bench_plots import write_plots
+
+        results["plots"] = [str(p) for p in write_plots(bench_dir, results)]
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+def _last_selection(records: list[dict]) -> dict:
+    """Precision / recall / F1 of the last selection epoch (averaged over its records, e.g. two heads)."""
+    scored = [r for r in records if "precision" in r]
+    if not scored:
+        return {}
+    last = max(r["epoch"] for r in scored)
+    rows = [r for r in scored if r["epoch"] == last]
+    return {k: float(np.mean([r[k] for r in rows])) for k in ("precision", "recall", "f1")} | {"epoch": last}
+
+
+def selection_curve(records: list[dict]) -> list[dict]:
+    """Per selection epoch: mean precision / recall / F1 / selected count over that epoch's records."""
+    by_epoch: dict[int, list[dict]] = {}
+    for r in records:
+        if "precision" in r:
+            by_epoch.setdefault(int(r["epoch"]), []).append(r)
+    return [{"epoch": e, **{k: float(np.mean([r[k] for r in rs])) for k in ("precision", "recall", "f1", "selected")}}
+            for e, rs in sorted(by_epoch.items())]
+
+
+def cell_row(cell: Cell, bench_dir: Path) -> dict:
+    """One cell's headline numbers from its summary (or its status when it has none)."""
+    path = cell_dir(bench_dir, cell)
+    row = {"cell": cell.name, **dataclasses.asdict(cell)}
+    if cell_finished(path):
+        s = json.loads((path / "summary.json").read_text())
+        timings = s.get("timings", {})
+        total = float(timings.get("total", 0.0))
+        row.update(status="done", best_test_acc=s.get("best_test_acc"), last_test_acc=s.get("last_test_acc"),
+                   time_total=total, time_train=total - float(timings.get("extraction", 0.0)), timings=timings,
+                   realised_noise=s.get("realised_noise"), selection=_last_selection(s.get("selection", [])),
+                   selection_curve=selection_curve(s.get("selection", [])),
+                   auroc=(s.get("detection") or {}).get("auroc"),
+                   precision_at_k=(s.get("detection") or {}).get("precision_at_k"))
+    elif (path / "error.txt").exists():
+        lines = (path / "error.txt").read_text().strip().splitlines()
+        row.update(status="failed", error=lines[-1] if lines else "")
+    else:
+        lock = CellLock(Path(bench_dir) / "locks" / f"{cell.name}.lock")
+        info = lock.holder()
+        row.update(status="running" if info and not lock.stale(info) else "pending")
+    return row
+
+
+_MEAN_KEYS = ("best_test_acc", "last_test_acc", "time_total", "time_train", "auroc", "precision_at_k")
+
+
+def _mean_std(values: list) -> tuple[Optional[float], Optional[float]]:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Means (and standard deviations) over seeds per (data, backbone, noise, method)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["data"], r["backbone"], r["noise"], r["method"]), []).append(r)
+    out = []
+    for (data, backbone, noise, method), rs in groups.items():
+        done = [r for r in rs if r["status"] == "done"]
+        agg = {"data": data, "backbone": backbone, "noise": noise, "method": method, "seeds": len(rs),
+               "finished": len(done), "statuses": sorted({r["status"] for r in rs})}
+        for k in _MEAN_KEYS:
+            agg[k], agg[f"{k}_std"] = _mean_std([r.get(k) for r in done])
+        for k in ("precision", "recall", "f1"):
+            agg[f"selection_{k}"], _ = _mean_std([r.get("selection", {}).get(k) for r in done])
+        out.append(agg)
+    return out
+
+
+def collect(spec: BenchSpec, bench_dir: str | Path) -> dict:
+    """Every cell's row, the means over seeds, and the grid they came from."""
+    rows = [cell_row(c, Path(bench_dir)) for c in spec.cells()]
+    return {"spec": spec.to_dict(), "cells": rows, "table": aggregate(rows),
+            "counts": {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "running", "pending")}}
+
+
+def _pct(v: Optional[float]) -> str:
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def _cell_text(agg: Optional[dict]) -> list[str]:
+    """The four columns of one noise group for one method."""
+    if agg is None or not agg["finished"]:
+        status = "failed" if agg and "failed" in agg["statuses"] else ("running" if agg and "running" in agg["statuses"] else "…")
+        return [status, "", "", ""]
+    acc = f"{_pct(agg['best_test_acc'])} / {_pct(agg['last_test_acc'])}"
+    if agg["seeds"] > 1:
+        acc += f" (±{100 * (agg['best_test_acc_std'] or 0):.2f}, n={agg['finished']})"
+    sel = ("—" if agg["selection_precision"] is None else
+           f"{agg['selection_precision']:.3f} / {agg['selection_recall']:.3f} / {agg['selection_f1']:.3f}")
+    auroc = "—" if agg["auroc"] is None else f"{agg['auroc']:.3f}"
+    t = agg["time_train"]
+    return [acc, f"{t:.1f}" if t < 10 else f"{t:.0f}", sel, auroc]
+
+
+def results_markdown(results: dict) -> str:
+    """The TURN paper's table layout, one table per (data, backbone)."""
+    spec, table = results["spec"], results["table"]
+    index = {(a["data"], a["backbone"], a["noise"], a["method"]): a for a in table}
+    c = results["counts"]
+    common = {k: v for k, v in spec.items() if k not in GRID_KEYS}
+    lines = ["# noisyft bench results", "",
+             f"{c['done']} of {len(results['cells'])} cells finished"
+             + "".join(f", {c[s]} {s}" for s in ("failed", "running", "pending") if c[s]) + ".",
+             f"Common settings: `{json.dumps(common, sort_keys=True)}`; seeds: {spec['seeds']}.", "",
+             "Accuracy: test accuracy (%) best / last over the logged epochs (mean over seeds). "
+             "Time: wall seconds of the method itself, feature extraction excluded (features are cached and shared). "
+             "Selection: precision / recall / F1 of the last selection step against the true labels. "
+             "AUROC: the label-issue ranking against the truly wrong labels.", ""]
+    for data in spec["data"]:
+        for backbone in spec["backbones"]:
+            lines += [f"## {data} · {backbone}", ""]
+            header = ["Method"]
+            for noise in spec["noises"]:
+                n = noise or "given labels"
+                header += [f"{n} best / last", f"{n} time (s)", f"{n} sel. P / R / F1", f"{n} AUROC"]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for method in spec["methods"]:
+                row = [method]
+                for noise in spec["noises"]:
+                    row += _cell_text(index.get((data, backbone, noise, method)))
+                lines.append("| " + " | ".join(row) + " |")
+            lines.append("")
+    failed = [r for r in results["cells"] if r["status"] == "failed"]
+    if failed:
+        lines += ["## Failed cells", ""] + [f"- `{r['cell']}`: {r.get('error', '')}" for r in failed] + [""]
+    return "\n".join(lines)
+
+
+def write_results(bench_dir: str | Path, results: dict) -> None:
+    bench_dir = Path(bench_dir)
+    write_json(bench_dir / "results.json", results)
+    write_text(bench_dir / "results.md", results_markdown(results))

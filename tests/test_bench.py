@@ -1,0 +1,193 @@
+"""noisyft bench: grid parsing, per-cell locks, resume (finished cells never rerun), results and plots."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from noisyft import api
+from noisyft.bench import QUICK, BenchSpec, Cell, CellLock, cell_dir, load_spec, run_bench, run_cell
+from noisyft.cli import main
+from noisyft.errors import UserError
+
+COMMON = dict(pretrained=False, image_size=32, epochs_lp=3, epochs_fft=1, batch_size=16, num_workers=0,
+              lp_optim="adamw:1e-2:1e-5", extra={"warmup": 1})
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from tests.conftest import write_tree
+
+    root = tmp_path_factory.mktemp("bench") / "imgs"
+    write_tree(root, 12, seed=0, split="train")
+    write_tree(root, 4, seed=1, split="test")
+    return root
+
+
+def _spec(data, methods=("ce-lp", "small-loss-lp")) -> BenchSpec:
+    return BenchSpec.from_dict({"data": str(data), "noises": ["symflip:0.3"], "backbones": ["test_efficientnet"],
+                                "methods": list(methods), "seeds": [0], **COMMON})
+
+
+# ---------------------------------------------------------------------------
+# the grid
+# ---------------------------------------------------------------------------
+
+
+def test_spec_expands_the_grid_and_names_cells_safely(tmp_path):
+    spec = BenchSpec.from_dict({"data": ["demo", "/x/y z"], "noises": ["sym:0.6", None], "backbones": "test_vit",
+                                "methods": ["turn", "ce-lp"], "seeds": [0, 1], "image_size": 64})
+    cells = spec.cells()
+    assert len(cells) == 2 * 2 * 1 * 2 * 2 and len({c.name for c in cells}) == len(cells)
+    assert all(set(c.name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") for c in cells)
+    cfg = spec.fit_config(cells[0], tmp_path)
+    assert (cfg.method, cfg.noise, cfg.seed, cfg.image_size) == ("turn", "sym:0.6", 0, 64)
+    assert cfg.out == str(tmp_path / "cells" / cells[0].name) and cfg.progress is False
+    assert spec.fit_config(Cell("demo", None, "test_vit", "ce-lp", 1), tmp_path).noise is None
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"methods": ["dividemix"]}, "unknown method"),
+    ({"image_sise": 64}, "image_size"),
+    ({"method": "turn"}, "set by the grid"),
+])
+def test_spec_errors_are_one_line_user_errors(bad, match):
+    base = {"data": "demo", "noises": ["sym:0.6"], "backbones": ["x"], "methods": ["turn"], "seeds": [0]}
+    with pytest.raises(UserError, match=match):
+        BenchSpec.from_dict({**base, **bad})
+    with pytest.raises(UserError, match="missing key"):
+        BenchSpec.from_dict({"data": "demo"})
+
+
+def test_quick_grid_is_valid_and_covers_every_family():
+    spec = BenchSpec.from_dict(QUICK)
+    assert spec.data == ["demo"] and spec.backbones == ["efficientnet_lite0"] and spec.common["image_size"] == 64
+    assert {"turn", "ce-lp", "ce-fft", "gce-lp", "small-loss-lp", "dividemix-lp", "unicon-lp", "cleanlab"} == set(spec.methods)
+
+
+def test_load_spec_reads_yaml(tmp_path):
+    f = tmp_path / "grid.yaml"
+    f.write_text(yaml.safe_dump({"data": "demo", "noises": ["sym:0.6"], "backbones": ["b"], "methods": ["ce-lp"],
+                                 "seeds": 0, "max-train": 100}))
+    spec = load_spec(f)
+    assert spec.seeds == [0] and spec.common == {"max_train": 100}
+    with pytest.raises(UserError, match="not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+# ---------------------------------------------------------------------------
+# locks
+# ---------------------------------------------------------------------------
+
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    a, b = CellLock(tmp_path / "c.lock"), CellLock(tmp_path / "c.lock")
+    assert a.acquire() and not b.acquire()  # held by a live process (this one)
+    assert json.loads((tmp_path / "c.lock").read_text())["pid"] == os.getpid()
+    a.release()
+    assert not (tmp_path / "c.lock").exists() and b.acquire()
+    b.release()
+
+
+def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
+    path = tmp_path / "c.lock"
+    path.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+    lock = CellLock(path)
+    assert lock.acquire() and json.loads(path.read_text())["pid"] == os.getpid()
+    assert not list(tmp_path.glob("*.stale-*"))
+    lock.release()
+
+
+@pytest.mark.parametrize("content", [
+    json.dumps({"pid": os.getppid(), "host": socket.gethostname()}),  # live process
+    json.dumps({"pid": 1, "host": "another-host"}),  # cannot check a pid on another host
+    "{half-written",
+])
+def test_live_foreign_or_unreadable_locks_are_respected(tmp_path, content):
+    path = tmp_path / "c.lock"
+    path.write_text(content)
+    assert not CellLock(path).acquire() and path.read_text() == content
+
+
+def test_busy_cell_is_skipped_and_failed_cell_does_not_stop_the_grid(tmp_path):
+    spec = BenchSpec.from_dict({"data": "demo", "noises": ["sym:0.6"], "backbones": ["b"], "methods": ["ce-lp", "turn"],
+                                "seeds": [0]})
+    busy, failing = spec.cells()
+    lock = CellLock(tmp_path / "locks" / f"{busy.name}.lock")
+    assert lock.acquire()
+    calls = []
+
+    def fit(cfg):
+        calls.append(cfg.method)
+        raise RuntimeError("boom")
+
+    assert run_cell(spec, busy, tmp_path, fit) == "busy" and calls == []
+    assert run_cell(spec, failing, tmp_path, fit) == "failed" and calls == ["turn"]
+    assert "boom" in (cell_dir(tmp_path, failing) / "error.txt").read_text()
+    assert not (tmp_path / "locks" / f"{failing.name}.lock").exists()  # released after the failure
+    res = run_bench(spec, tmp_path, fit=fit, plots=False, echo=lambda s: None)
+    assert {r["method"]: r["status"] for r in res["cells"]} == {"ce-lp": "running", "turn": "failed"}
+    md = (tmp_path / "results.md").read_text()
+    assert "failed" in md and "boom" in md
+    lock.release()
+
+
+# ---------------------------------------------------------------------------
+# a real tiny grid: resume, results, plots, CLI
+# ---------------------------------------------------------------------------
+
+
+def test_interrupted_grid_continues_without_rerunning_finished_cells(tiny_data, tmp_path):
+    spec = _spec(tiny_data)
+    done_cell, killed_cell = spec.cells()
+    api.fit(spec.fit_config(done_cell, tmp_path))  # finished before the "kill"
+    summary = cell_dir(tmp_path, done_cell) / "summary.json"
+    before = (summary.stat().st_mtime_ns, summary.read_text())
+    lock = tmp_path / "locks" / f"{killed_cell.name}.lock"  # the killed process's lock is left behind
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+
+    calls = []
+
+    def counting_fit(cfg):
+        calls.append(cfg.method)
+        return api.fit(cfg)
+
+    res = run_bench(spec, tmp_path, fit=counting_fit, echo=lambda s: None)
+    assert calls == ["small-loss-lp"]  # only the unfinished cell ran
+    assert (summary.stat().st_mtime_ns, summary.read_text()) == before
+    assert not lock.exists() and res["counts"]["done"] == 2
+    again = run_bench(spec, tmp_path, fit=counting_fit, echo=lambda s: None)
+    assert calls == ["small-loss-lp"] and again["counts"]["done"] == 2  # nothing reruns
+
+    rows = {r["method"]: r for r in res["cells"]}
+    for r in rows.values():
+        assert 0 <= r["last_test_acc"] <= r["best_test_acc"] <= 1 and r["time_train"] > 0 and r["auroc"] is not None
+    assert rows["ce-lp"]["selection"] == {} and rows["small-loss-lp"]["selection"]["epoch"] == 3
+    assert [p["epoch"] for p in rows["small-loss-lp"]["selection_curve"]] == [2, 3]
+    md = (tmp_path / "results.md").read_text()
+    assert "symflip:0.3 best / last" in md and "| ce-lp |" in md and "| small-loss-lp |" in md
+    assert f"{100 * rows['ce-lp']['best_test_acc']:.2f} / {100 * rows['ce-lp']['last_test_acc']:.2f}" in md
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["status"] for r in saved["cells"]] == ["done", "done"] and len(saved["table"]) == 2
+    for png in ("accuracy_vs_time.png", "selection.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_bench(tiny_data, tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"data": str(tiny_data), "noises": ["symflip:0.3"], "backbones": ["test_efficientnet"],
+                                    "methods": ["ce-lp"], "seeds": [0], **COMMON}))
+    assert main(["bench", "--config", str(grid), "--out", str(tmp_path / "b"), "--no-plots"]) == 0
+    assert "| ce-lp |" in capsys.readouterr().out and (tmp_path / "b" / "results.json").exists()
+    assert not (tmp_path / "b" / "selection.png").exists()
+    assert main(["bench", "--out", str(tmp_path / "c")]) == 2  # neither a grid nor --quick
