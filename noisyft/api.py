@@ -99,7 +99,7 @@ def finish(ctx: Context, out: MethodOutput, splits: DataSplits, noise_info: dict
     clean_prob = gmm.clean_prob if out.clean_prob is None else out.clean_prob
     save_losses(run, "final", losses, gmm, cfg.tau, used_for_label_issues=out.clean_prob is None)
     issues = label_issues_frame(train.ids, train.labels, out.train_logits, clean_prob, train.classes, tau=cfg.tau,
-                                true_labels=train.true_labels)
+                                true_labels=train.true_labels, is_issue=out.is_issue)
     run.write_frame("label_issues.csv", issues)
     meta = {"backbone": cfg.backbone, "image_size": ctx.backbone.preprocess.size, "classes": train.classes,
             "allow_remote_code": cfg.allow_remote_code,

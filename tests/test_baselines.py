@@ -272,6 +272,7 @@ def test_method_runs_end_to_end(tiny_data, tmp_path, method):
         assert [s["head"] for s in selection] == [1, 2] * (len(sel_epochs) // 2)
     if method.startswith("cleanlab"):  # the peer reports issues and trains on the rest
         assert selection[0]["n_issues"] > 0 and selection[0]["selected"] + selection[0]["n_issues"] == 48
+        assert issues["is_label_issue"].sum() == selection[0]["n_issues"]  # cleanlab's own verdict, not a threshold
     s = res.summary
     assert {"best_test_acc", "last_test_acc", "timings", "detection"} <= set(s) and "auroc" in s["detection"]
 

@@ -29,11 +29,13 @@ class MethodOutput:
 
     ``clean_prob`` lets a detector give its own clean probability per sample; when
     None, the label-issue report fits the per-class GMM to the final losses.
+    ``is_issue`` lets it give its own flags (cleanlab's rule is not a threshold).
     """
 
     model: nn.Module
     train_logits: torch.Tensor
     clean_prob: Optional[np.ndarray] = None
+    is_issue: Optional[np.ndarray] = None  # a detector's own flags; default: clean_prob <= τ
     info: dict = field(default_factory=dict)
 
 

@@ -14,8 +14,8 @@ the selection.
 ``ce-fft``) fine-tuned with CE on the kept samples for the baseline FFT budget
 (``extra.baseline_fft_epochs``, 5). In both, the report's clean probability is
 cleanlab's ``get_label_quality_scores`` (self-confidence: the out-of-fold
-probability of the given label); note that the report flags samples by that
-score ≤ τ, while training used ``find_label_issues``' own rule.
+probability of the given label) and ``is_label_issue`` is ``find_label_issues``'
+own verdict (the rule training used).
 """
 from __future__ import annotations
 
@@ -84,6 +84,13 @@ def _prepare(ctx: Context, log: bool) -> tuple[torch.Tensor, np.ndarray, np.ndar
     return feats, kept, quality
 
 
+def _flags(ctx: Context, kept: np.ndarray) -> np.ndarray:
+    """cleanlab's own verdict: every sample find_label_issues did not keep."""
+    flags = np.ones(len(ctx.train), dtype=bool)
+    flags[kept] = False
+    return flags
+
+
 @METHODS.register("cleanlab")
 def cleanlab_lp(ctx: Context) -> MethodOutput:
     """cleanlab find_label_issues on out-of-fold LP probabilities; an LP head on the kept samples."""
@@ -91,7 +98,7 @@ def cleanlab_lp(ctx: Context) -> MethodOutput:
     labels = torch.as_tensor(ctx.train.labels).to(ctx.device)
     head = fit_head(ctx, feats, labels, kept, ctx.cfg.epochs_lp, salt=99, log_phase="lp")
     logits = head_logits(head, ctx.features("train"), ctx.device)
-    return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=quality)
+    return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=quality, is_issue=_flags(ctx, kept))
 
 
 @METHODS.register("cleanlab-fft")
@@ -114,4 +121,4 @@ def cleanlab_fft(ctx: Context) -> MethodOutput:
         ctx.checkpoint("fft", epoch, model=model, opt=opt)
     with ctx.run.phase("selection"):
         logits = ctx.image_logits(model, "train", desc="losses:train")
-    return MethodOutput(model=model, train_logits=logits, clean_prob=quality)
+    return MethodOutput(model=model, train_logits=logits, clean_prob=quality, is_issue=_flags(ctx, kept))

@@ -17,11 +17,13 @@ import torch
 
 
 def label_issues_frame(ids: Sequence[str], given: np.ndarray, logits: torch.Tensor | np.ndarray, clean_prob: np.ndarray,
-                       classes: Sequence[str], *, tau: float = 0.6, true_labels: Optional[np.ndarray] = None) -> pd.DataFrame:
+                       classes: Sequence[str], *, tau: float = 0.6, true_labels: Optional[np.ndarray] = None,
+                       is_issue: Optional[np.ndarray] = None) -> pd.DataFrame:
     """Rank samples by how likely their given label is wrong.
 
     Sorted by ``label_quality`` ascending; ties broken by the model's probability
-    of the given label (lower first). ``index`` is the sample's position in the
+    of the given label (lower first). ``is_issue`` overrides the ``≤ τ`` flag with a
+    detector's own verdict. ``index`` is the sample's position in the
     training set; ``id`` its path (or array index).
     """
     probs = torch.as_tensor(np.asarray(logits), dtype=torch.float32).softmax(1).numpy()
@@ -34,7 +36,7 @@ def label_issues_frame(ids: Sequence[str], given: np.ndarray, logits: torch.Tens
         "predicted_label": pred, "predicted_class": names[pred],
         "label_quality": np.asarray(clean_prob, dtype=np.float64),
         "given_label_prob": probs[np.arange(len(given)), given],
-        "is_label_issue": np.asarray(clean_prob) <= tau,
+        "is_label_issue": np.asarray(clean_prob) <= tau if is_issue is None else np.asarray(is_issue, dtype=bool),
     })
     if true_labels is not None:
         df["true_label"] = true_labels
