@@ -3,6 +3,7 @@ from noisyft.methods.base import Context, MethodOutput
 from noisyft.methods.registry import METHODS
 from noisyft.methods import baselines as _baselines  # noqa: F401,E402
 from noisyft.methods import turn as _turn  # noqa: F401,E402
+from noisyft.methods import deft as _deft  # noqa: F401,E402
 from noisyft.methods import small_loss as _small_loss  # noqa: F401,E402
 from noisyft.methods import dividemix as _dividemix  # noqa: F401,E402
 from noisyft.methods import unicon as _unicon  # noqa: F401,E402

@@ -53,6 +53,7 @@ class Context:
     lp_optim: OptimConfig
     fft_optim: OptimConfig
     resume_state: Optional[dict] = None
+    _features: dict = field(default_factory=dict, repr=False)  # split → memmap, looked up once per run
 
     def resume(self, tag: str, **objects) -> int:
         """Load the checkpoint of loop ``tag`` into ``objects`` (modules, optimisers); return its epoch (0: none)."""
@@ -73,11 +74,14 @@ class Context:
 
     def features(self, split: str) -> np.ndarray:
         """Cached frozen features of ``train``/``test``/``val`` (timed as 'extraction')."""
+        if split in self._features:
+            return self._features[split]
         data = getattr(self, split)
         with self.run.phase("extraction"):
-            return extract_features(self.backbone, data.source, cache_dir=self.cfg.cache_dir, batch_size=self.cfg.batch_size,
+            self._features[split] = extract_features(self.backbone, data.source, cache_dir=self.cfg.cache_dir, batch_size=self.cfg.batch_size,
                                     num_workers=self.cfg.num_workers, device=self.device, progress=self.cfg.progress,
                                     desc=f"features:{split}")
+        return self._features[split]
 
     def eval_tf(self):
         return eval_transform(self.backbone.preprocess)

@@ -1,0 +1,546 @@
+"""DEFT (Wei et al., NeurIPS 2024): a CLIP-based noisy-label detector, then fine-tuning on what it keeps.
+
+Phase 1, the detector (:class:`DualPromptDetector`): every class gets a positive
+and a negative learnable text prompt (:mod:`noisyft.methods.prompts`); the CLIP
+image encoder is adapted parameter-efficiently (VPT-deep, :mod:`noisyft.methods.vpt`,
+or LoRA on the attention q/v projections through ``peft``); CLIP's own weights
+never change. Positive logits are the scaled cosine similarities of the image
+with each class's positive prompt; negative logits the same with the negative
+prompts but with the image embedding detached, so the negative side trains the
+negative prompts only. A sample is clean when softmax([pos_ȳ, neg_ȳ]) puts more
+than 0.5 on pos_ȳ (:func:`clean_rule`; the real-noise variant also requires
+argmax(pos) = ȳ). Loss (:func:`detector_loss`): CE on the positive logits (all
+samples during warm-up, SCE instead of CE for real noise; clean samples after),
+plus, on the [pos (detached), neg] pairs, "no" for a random complementary label
+≠ ȳ and "yes" for the target (ȳ; after warm-up, argmax(pos) for samples judged
+noisy). SGD with a cosine schedule; bf16/fp16 autocast on CUDA.
+
+Phase 2, adaptation: full fine-tuning of ``cfg.backbone`` (any registered
+backbone; CLIP's vision tower when it names a CLIP) with CE on the clean subset
+only, chosen by one evaluation pass of the final detector (no augmentation).
+
+``clip-label-match`` is DEFT's baseline detector: a sample is clean when CLIP's
+zero-shot prediction (prompt ``template``) equals its label; then the same phase 2.
+
+Settings (``--extra KEY=VALUE``; defaults are the paper's): see :class:`DeftSettings`.
+Outputs: ``label_issues.csv`` with the detector's clean probability
+(softmax([pos_ȳ, neg_ȳ])[0], or the zero-shot probability of ȳ) as label quality
+and the detector's own verdict (not clean) as ``is_label_issue``;
+selection precision/recall/F1 per detector epoch (``stage: detect``, measured on
+that epoch's training batches) and for the final selection (``stage: final``,
+epoch = detector epochs + 1); detector test accuracy as ``detector_test_acc``;
+phase-2 accuracy as ``test_acc``; ``deft.json`` with the settings used.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from noisyft.backbones.base import OptimConfig
+from noisyft.clip_models import DEFAULT_CLIP, ClipModel, is_clip_name, load_clip
+from noisyft.config import FitConfig
+from noisyft.data.base import LabeledSet, TorchImageDataset
+from noisyft.data.transforms import eval_transform, train_transform
+from noisyft.engine import accuracy, check_finite, generator, image_logits, train_image_epoch
+from noisyft.errors import UserError
+from noisyft.faults import maybe_die
+from noisyft.features import make_loader
+from noisyft.losses import SCE, create_loss
+from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.prompts import DualPromptLearner
+from noisyft.methods.registry import METHODS
+from noisyft.methods.vpt import DeepVisualPrompts
+
+log = logging.getLogger("noisyft")
+
+PEFT_CHOICES = ("vpt", "lora", "none")
+AMP_CHOICES = ("bf16", "fp16", "off")
+CLIP_ADAPT_OPTIM = OptimConfig("sgd", 5e-4, 5e-4)  # DEFT phase 2 for CLIP (other backbones: TURN's FFT table)
+
+
+# --- settings ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeftSettings:
+    """DEFT's settings, read from ``cfg.extra``.
+
+    ``clip``: the phase-1 CLIP (hub id, local dir, ``open_clip:MODEL:PRETRAINED``);
+    defaults to ``cfg.backbone`` when that is a CLIP, else openai/clip-vit-base-patch16.
+    ``peft``: vpt | lora | none. ``prompt``: the text after the learnable context
+    (``{}`` = class name). ``template``: the zero-shot prompt of clip-label-match.
+    ``class_names``: a file with one name per line in class-index order (default:
+    the class folder names, ``_`` read as a space). ``real_noise``: the real-noise
+    variant (clean also needs argmax(pos) = ȳ; SCE warm-up; warm-up 5 and 5
+    adaptation epochs by default). ``lr``/``momentum``/``weight_decay``: phase-1 SGD.
+    ``adapt_epochs``: phase 2 (0 = detection only; the saved model is then untrained).
+    """
+
+    clip: str = DEFAULT_CLIP
+    peft: str = "vpt"
+    vpt_tokens: int = 20
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    n_ctx: int = 16
+    prompt: str = "{}."
+    template: str = "a photo of a {}."
+    class_names: Optional[str] = None
+    real_noise: bool = False
+    detect_epochs: int = 10
+    warmup: int = 1
+    adapt_epochs: int = 10
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    detect_batch_size: int = 64
+    amp: str = "bf16"
+
+    @classmethod
+    def from_config(cls, cfg: FitConfig) -> "DeftSettings":
+        extra = cfg.extra or {}
+        real = _as_bool("real_noise", extra.get("real_noise", False))
+        defaults = {"clip": cfg.backbone.removeprefix("hf:") if is_clip_name(cfg.backbone) else DEFAULT_CLIP,
+                    "warmup": 5 if real else 1, "adapt_epochs": 5 if real else 10}
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = extra.get(f.name, defaults.get(f.name, f.default))
+            values[f.name] = None if raw is None else _coerce(f.name, raw, f.type)
+        s = cls(**values)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        if self.peft not in PEFT_CHOICES:
+            raise UserError(f"--extra peft={self.peft!r}: choose from {', '.join(PEFT_CHOICES)}")
+        if self.amp not in AMP_CHOICES:
+            raise UserError(f"--extra amp={self.amp!r}: choose from {', '.join(AMP_CHOICES)}")
+        for key in ("prompt", "template"):
+            if "{}" not in getattr(self, key):
+                raise UserError(f"--extra {key}={getattr(self, key)!r}: must contain {{}} where the class name goes")
+        for key in ("vpt_tokens", "lora_rank", "n_ctx", "detect_batch_size"):
+            if getattr(self, key) < 1:
+                raise UserError(f"--extra {key}={getattr(self, key)}: must be at least 1")
+        for key in ("detect_epochs", "warmup", "adapt_epochs"):
+            if getattr(self, key) < 0:
+                raise UserError(f"--extra {key}={getattr(self, key)}: must be 0 or more")
+
+
+def _as_bool(key: str, v) -> bool:
+    if isinstance(v, bool):
+        return v
+    if str(v).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(v).lower() in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"--extra {key}={v!r}: expected true or false")
+
+
+def _coerce(key: str, v, type_name: str):
+    try:
+        if "bool" in type_name:
+            return _as_bool(key, v)
+        if type_name == "int":
+            if isinstance(v, float) and not v.is_integer():
+                raise ValueError
+            return int(v)
+        if type_name == "float":
+            return float(v)
+        return str(v)
+    except (TypeError, ValueError):
+        raise UserError(f"--extra {key}={v!r}: expected {type_name}") from None
+
+
+def class_names(classes: Sequence[str], path: Optional[str] = None) -> list[str]:
+    """Names for the prompts: from ``path`` (one per line, class-index order) or the class folder names."""
+    if path is None:
+        return [c.replace("_", " ") for c in classes]
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise UserError(f"--extra class_names={path}: cannot read it ({e.strerror})") from None
+    if len(names) != len(classes):
+        raise UserError(f"--extra class_names={path}: {len(names)} names for {len(classes)} classes "
+                        f"(one name per line, in class-index order: {', '.join(classes[:5])}…)")
+    return names
+
+
+# --- the detector --------------------------------------------------------------
+
+
+def lora_tower(clip: ClipModel, rank: int, alpha: float) -> nn.Module:
+    """A copy of CLIP's vision transformer with LoRA on the attention q and v projections (base frozen)."""
+    if clip.kind != "hf":
+        raise UserError(f"{clip.name}: LoRA on q/v needs a Hugging Face CLIP (open_clip packs q, k and v into one "
+                        "projection); use --extra peft=vpt")
+    from peft import LoraConfig, inject_adapter_in_model
+
+    tower = copy.deepcopy(clip.vision_tower)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    return inject_adapter_in_model(config, tower)
+
+
+class DualPromptDetector(nn.Module):
+    """Frozen CLIP + dual prompts + a parameter-efficient image-encoder adapter (VPT-deep or LoRA)."""
+
+    def __init__(self, clip: ClipModel, names: Sequence[str], *, n_ctx: int = 16, prompt: str = "{}.",
+                 peft: str = "vpt", vpt_tokens: int = 20, lora_rank: int = 8, lora_alpha: float = 16.0,
+                 seed: int = 0):
+        super().__init__()
+        gen = generator(seed, 10)
+        torch.manual_seed(gen.initial_seed())  # LoRA's own initialisation draws from the global generator
+        self.clip = clip
+        self.prompts = DualPromptLearner(clip, names, n_ctx=n_ctx, suffix=prompt, generator=gen)
+        self.vpt = None
+        self.tower = None
+        if peft == "vpt":
+            layers = len(clip.vision_layers(clip.vision_tower))
+            self.vpt = DeepVisualPrompts(layers, vpt_tokens, clip.vision_width, clip.patch_size, generator=gen)
+        elif peft == "lora":
+            self.tower = lora_tower(clip, lora_rank, lora_alpha)
+        self.to(clip.logit_scale.device)
+
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised, adapted image embeddings (B, P)."""
+        return F.normalize(self.clip.encode_image(x, tower=self.tower, layers=self.vpt).float(), dim=-1)
+
+    def text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positive, negative) normalised prompt embeddings, each (C, P)."""
+        return self.prompts(self.clip)
+
+    def pair_logits(self, x: torch.Tensor, text: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positive, negative) logits (B, C); the negative side sees the image embedding detached."""
+        pos_text, neg_text = self.text_features() if text is None else text
+        img = self.image_features(x)
+        scale = self.clip.logit_scale
+        return scale * img @ pos_text.T, scale * img.detach() @ neg_text.T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Positive logits: the detector used as a classifier."""
+        return self.pair_logits(x)[0]
+
+
+class TrainableState:
+    """Checkpoint view of a module holding only its trainable tensors (the frozen CLIP is not saved)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def state_dict(self) -> dict:
+        return {n: p.detach().cpu().clone() for n, p in self.module.named_parameters() if p.requires_grad}
+
+    def load_state_dict(self, state: dict) -> None:
+        params = dict(self.module.named_parameters())
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value)
+
+
+@dataclass
+class Detection:
+    """A detector's verdict per training sample: clean probability and the clean flag."""
+
+    clean_prob: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    clean: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def state_dict(self) -> dict:
+        return {"clean_prob": torch.as_tensor(self.clean_prob), "clean": torch.as_tensor(self.clean)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.clean_prob, self.clean = state["clean_prob"].numpy(), state["clean"].numpy().astype(bool)
+
+
+# --- the rule and the loss -----------------------------------------------------
+
+
+def clean_rule(pos: torch.Tensor, neg: torch.Tensor, labels: torch.Tensor, real_noise: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p_clean, clean): p_clean_i = softmax([pos_iȳ, neg_iȳ])[0]; clean ⇔ p_clean > 0.5 (∧ argmax pos_i = ȳ_i)."""
+    rows = torch.arange(len(labels), device=labels.device)
+    p_clean = torch.stack([pos[rows, labels], neg[rows, labels]], dim=1).softmax(dim=1)[:, 0]
+    clean = p_clean > 0.5
+    if real_noise:
+        clean = clean & (pos.argmax(dim=1) == labels)
+    return p_clean, clean
+
+
+class DetectorLoss(NamedTuple):
+    total: torch.Tensor
+    positive: torch.Tensor
+    negative: torch.Tensor
+    p_clean: torch.Tensor
+    clean: torch.Tensor
+
+
+def negative_loss(pos: torch.Tensor, neg: torch.Tensor, complementary: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """−log p(no | complementary label) − log p(yes | target) on softmax([pos (detached), neg]) per class."""
+    rows = torch.arange(len(target), device=target.device)
+    pair = torch.stack([pos.detach(), neg], dim=-1).log_softmax(dim=-1)  # (B, C, 2): log p(yes), log p(no)
+    return -(pair[rows, complementary, 1].mean() + pair[rows, target, 0].mean())
+
+
+def detector_loss(pos: torch.Tensor, neg: torch.Tensor, labels: torch.Tensor, complementary: torch.Tensor, *,
+                  warmup: bool, real_noise: bool = False) -> DetectorLoss:
+    """DEFT's phase-1 loss for one batch (see the module docstring)."""
+    p_clean, clean = clean_rule(pos.detach(), neg.detach(), labels, real_noise)
+    if warmup:
+        positive = SCE()(pos, labels) if real_noise else F.cross_entropy(pos, labels)
+        target = labels
+    else:
+        positive = F.cross_entropy(pos[clean], labels[clean]) if clean.any() else pos.sum() * 0.0
+        target = torch.where(clean, labels, pos.detach().argmax(dim=1))
+    negative = negative_loss(pos, neg, complementary, target)
+    return DetectorLoss(positive + negative, positive, negative, p_clean, clean)
+
+
+def complementary_labels(labels: torch.Tensor, num_classes: int, gen: torch.Generator) -> torch.Tensor:
+    """A label drawn uniformly from the classes other than each sample's given one."""
+    shift = torch.randint(1, num_classes, labels.shape, generator=gen)
+    return (labels + shift) % num_classes
+
+
+# --- training and scoring ------------------------------------------------------
+
+
+def cosine_lr(base: float, epoch: int, epochs: int) -> float:
+    """Learning rate of 1-based ``epoch`` under a cosine schedule stepped per epoch (CosineAnnealingLR)."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / max(epochs, 1)))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def amp_dtype(device: torch.device, amp: str) -> Optional[torch.dtype]:
+    """Autocast dtype on CUDA (None elsewhere or when off)."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def train_detector_epoch(detector: DualPromptDetector, data: LabeledSet, transform, opt: torch.optim.Optimizer, *,
+                         s: DeftSettings, epoch: int, seed: int, device: torch.device,
+                         num_workers: Optional[int] = None, progress: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """One detector epoch over every training sample; returns (mean loss, indices seen, their clean flags)."""
+    detector.train()
+    gen = generator(seed, 11, epoch)
+    torch.manual_seed(gen.initial_seed())  # augmentation draws depend on this epoch alone (resume-exact)
+    comp_gen = generator(seed, 12, epoch)
+    loader = make_loader(TorchImageDataset(data, transform), s.detect_batch_size, num_workers, shuffle=True, generator=gen)
+    dtype = amp_dtype(device, s.amp)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    warm = epoch <= s.warmup
+    total, steps, seen, flags = 0.0, 0, [], []
+    for step, (x, y, idx) in enumerate(tqdm(loader, desc=f"detect {epoch}/{s.detect_epochs}", leave=False, disable=not progress)):
+        maybe_die(f"train:{epoch}:{step}")
+        comp = complementary_labels(y, data.num_classes, comp_gen).to(device)
+        x, y = x.to(device, non_blocking=True), y.to(device)
+        with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+            pos, neg = detector.pair_logits(x)
+        out = detector_loss(pos.float(), neg.float(), y, comp, warmup=warm, real_noise=s.real_noise)
+        check_finite(out.total, "DEFT detector", epoch, step)
+        opt.zero_grad(set_to_none=True)
+        if scaler is None:
+            out.total.backward()
+            opt.step()
+        else:  # fp16: scale the loss so that small gradients do not underflow
+            scaler.scale(out.total).backward()
+            scaler.step(opt)
+            scaler.update()
+        total, steps = total + out.total.item(), steps + 1
+        seen.append(idx.numpy())
+        flags.append(out.clean.cpu().numpy())
+    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dtype=dt))
+    return total / max(steps, 1), cat(seen, np.int64), cat(flags, bool)
+
+
+class _PairScorer(nn.Module):
+    """Image → [positive | negative] logits against text features encoded once (evaluation passes)."""
+
+    def __init__(self, detector: DualPromptDetector):
+        super().__init__()
+        self.detector = detector
+        with torch.inference_mode():
+            self.text = tuple(t.clone() for t in detector.text_features())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.detector.pair_logits(x, self.text), dim=1)
+
+
+class ZeroShotClassifier(nn.Module):
+    """CLIP zero-shot: scaled cosine similarity of the image with each class's prompt."""
+
+    def __init__(self, clip: ClipModel, names: Sequence[str], template: str):
+        super().__init__()
+        self.clip = clip
+        with torch.inference_mode():
+            text = F.normalize(clip.encode_text([template.format(n) for n in names]).float(), dim=-1)
+        self.register_buffer("text", text.clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        img = F.normalize(self.clip.encode_image(x).float(), dim=-1)
+        return self.clip.logit_scale * img @ self.text.T
+
+
+def _logits(ctx: Context, model: nn.Module, data: LabeledSet, transform, desc: str) -> torch.Tensor:
+    c = ctx.cfg
+    return image_logits(model, data, transform, device=ctx.device, batch_size=c.batch_size, num_workers=c.num_workers,
+                        desc=desc, progress=c.progress)
+
+
+def detector_scores(ctx: Context, detector: DualPromptDetector, data: LabeledSet, transform, desc: str
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode (positive, negative) logits of every sample of ``data``, in index order, on the CPU."""
+    both = _logits(ctx, _PairScorer(detector), data, transform, desc)
+    c = data.num_classes
+    return both[:, :c], both[:, c:]
+
+
+def _log_detector_accuracy(ctx: Context, model: nn.Module, transform, phase: str, epoch: int, positive: bool,
+                           **values) -> None:
+    """A metrics record with the detector's accuracy as ``detector_<split>_acc`` (kept apart from phase 2's)."""
+    rec = {"phase": phase, "epoch": epoch, **values}
+    for split in ("val", "test"):
+        data = getattr(ctx, split)
+        if data is None:
+            continue
+        with ctx.run.phase("evaluation"):
+            logits = _logits(ctx, model, data, transform, f"eval:{split}")
+        logits = logits[:, :data.num_classes] if positive else logits
+        truth = data.labels if split == "val" or data.true_labels is None else data.true_labels
+        rec[f"detector_{split}_acc"] = accuracy(logits, truth)
+    ctx.run.log("metrics", rec)
+
+
+def _log_final_selection(ctx: Context, epoch: int, detection: Detection, stage: str) -> None:
+    labels = ctx.train.labels
+    empty = [ctx.train.classes[c] for c in range(ctx.num_classes) if (labels == c).any() and not detection.clean[labels == c].any()]
+    if empty:
+        log.warning("%s: classes with no sample judged clean (left out of fine-tuning): %s", stage, ", ".join(empty))
+    ctx.log_selection(epoch, np.flatnonzero(detection.clean), stage=stage,
+                      mean_clean_prob=float(np.mean(detection.clean_prob)) if len(detection.clean_prob) else float("nan"),
+                      classes_without_clean=len(empty))
+
+
+def run_detector(ctx: Context, s: DeftSettings) -> Detection:
+    """Phase 1: train the dual-prompt detector (checkpointed per epoch as ``deft1``), then score every sample."""
+    cfg = ctx.cfg
+    if ctx.num_classes < 2:
+        raise UserError("DEFT needs at least two classes (complementary labels)")
+    with ctx.run.phase("detect"):
+        clip = load_clip(s.clip, ctx.device)
+        detector = DualPromptDetector(clip, class_names(ctx.train.classes, s.class_names), n_ctx=s.n_ctx,
+                                      prompt=s.prompt, peft=s.peft, vpt_tokens=s.vpt_tokens, lora_rank=s.lora_rank,
+                                      lora_alpha=s.lora_alpha, seed=cfg.seed)
+    params = [p for p in detector.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    trainable = TrainableState(detector)
+    start = ctx.resume("deft1", detector=trainable, opt=opt)
+    train_tf, eval_tf = train_transform(clip.preprocess, cfg.augment), eval_transform(clip.preprocess)
+    for epoch in range(start + 1, s.detect_epochs + 1):
+        set_lr(opt, cosine_lr(s.lr, epoch, s.detect_epochs))
+        with ctx.run.phase("detect"):
+            loss, seen, flags = train_detector_epoch(detector, ctx.train, train_tf, opt, s=s, epoch=epoch, seed=cfg.seed,
+                                                     device=ctx.device, num_workers=cfg.num_workers, progress=cfg.progress)
+        ctx.log_selection(epoch, seen[flags], stage="detect", warmup=epoch <= s.warmup)
+        _log_detector_accuracy(ctx, _PairScorer(detector), eval_tf, "detect", epoch, True, train_loss=loss,
+                               lr=opt.param_groups[0]["lr"])
+        ctx.checkpoint("deft1", epoch, detector=trainable, opt=opt)
+    with ctx.run.phase("selection"):
+        pos, neg = detector_scores(ctx, detector, ctx.train, eval_tf, "detect:train")
+        p_clean, clean = clean_rule(pos, neg, torch.as_tensor(ctx.train.labels), s.real_noise)
+    detection = Detection(p_clean.numpy().astype(np.float64), clean.numpy())
+    _log_final_selection(ctx, s.detect_epochs + 1, detection, "final")
+    return detection
+
+
+def zero_shot_detection(ctx: Context, s: DeftSettings) -> Detection:
+    """clip-label-match: clean ⇔ CLIP's zero-shot prediction equals the given label."""
+    with ctx.run.phase("detect"):
+        clip = load_clip(s.clip, ctx.device)
+        zero_shot = ZeroShotClassifier(clip, class_names(ctx.train.classes, s.class_names), s.template)
+    tf = eval_transform(clip.preprocess)
+    with ctx.run.phase("selection"):
+        logits = _logits(ctx, zero_shot, ctx.train, tf, "zero-shot:train")
+    labels = torch.as_tensor(ctx.train.labels)
+    prob = logits.softmax(dim=1)[torch.arange(len(labels)), labels]
+    detection = Detection(prob.numpy().astype(np.float64), (logits.argmax(dim=1) == labels).numpy())
+    _log_detector_accuracy(ctx, zero_shot, tf, "zero-shot", 0, False)
+    _log_final_selection(ctx, 1, detection, "zero-shot")
+    return detection
+
+
+# --- phase 2 and the methods ---------------------------------------------------
+
+
+def adapt_optim(ctx: Context) -> OptimConfig:
+    """Phase-2 optimiser: ``--fft-optim`` if given; DEFT's CLIP row for a CLIP backbone; else the backbone's FFT default."""
+    if ctx.cfg.fft_optim is None and ctx.backbone.family == "clip":
+        return CLIP_ADAPT_OPTIM
+    return ctx.fft_optim
+
+
+def adapt(ctx: Context, s: DeftSettings, model: nn.Module, opt: torch.optim.Optimizer, optim: OptimConfig,
+          detection: Detection, start: int) -> None:
+    """Phase 2: full fine-tuning with CE on the clean subset (cosine schedule), checkpointed as ``deft2``."""
+    cfg = ctx.cfg
+    chosen = np.flatnonzero(detection.clean)
+    if s.adapt_epochs and not len(chosen):
+        raise UserError("the detector judged no training sample clean, so there is nothing to fine-tune on; "
+                        "check the class names (--extra class_names=FILE) and the CLIP (--extra clip=...)")
+    loss_fn = create_loss("ce")
+    for epoch in range(start + 1, s.adapt_epochs + 1):
+        set_lr(opt, cosine_lr(optim.lr, epoch, s.adapt_epochs))
+        with ctx.run.phase("fft"):
+            loss = train_image_epoch(model, ctx.train, chosen, ctx.train_tf(), loss_fn, opt, device=ctx.device,
+                                     gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
+                                     num_workers=cfg.num_workers, desc=f"adapt {epoch}/{s.adapt_epochs}",
+                                     progress=cfg.progress, freeze_bn_stats=cfg.freeze_bn_stats)
+        ctx.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=len(chosen), lr=opt.param_groups[0]["lr"])
+        ctx.checkpoint("deft2", epoch, model=model, opt=opt, detection=detection)
+
+
+def _two_phase(ctx: Context, detect) -> MethodOutput:
+    """Detect (unless resuming phase 2), fine-tune on the clean subset, report the detector's clean probability."""
+    s = DeftSettings.from_config(ctx.cfg)
+    torch.manual_seed(ctx.cfg.seed)
+    model = ctx.classifier()
+    optim = adapt_optim(ctx)
+    opt = optim.build(model.parameters())
+    detection = Detection()
+    start = ctx.resume("deft2", model=model, opt=opt, detection=detection)
+    ctx.run.write_json("deft.json", {**dataclasses.asdict(s), "adapt_optim": dataclasses.asdict(optim)})
+    if start == 0:
+        detection = detect(ctx, s)
+    if s.adapt_epochs == 0:
+        log.warning("adapt_epochs=0: detection only; the saved model's head is untrained")
+    adapt(ctx, s, model, opt, optim, detection, start)
+    with ctx.run.phase("selection"):
+        logits = ctx.image_logits(model, "train", desc="logits:train")
+    return MethodOutput(model=model, train_logits=logits, clean_prob=detection.clean_prob, is_issue=~detection.clean,
+                        info={"n_clean": int(detection.clean.sum())})
+
+
+@METHODS.register("deft")
+def deft(ctx: Context) -> MethodOutput:
+    """DEFT: dual-prompt CLIP detector (PEFT), then full fine-tuning of the backbone on the clean subset."""
+    return _two_phase(ctx, run_detector)
+
+
+@METHODS.register("clip-label-match")
+def clip_label_match(ctx: Context) -> MethodOutput:
+    """CLIP zero-shot label match as the detector, then DEFT's phase 2 on the matching samples."""
+    return _two_phase(ctx, zero_shot_detection)
