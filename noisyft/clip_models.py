@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -351,10 +352,6 @@ def _hub_offline_if_unreachable() -> Iterator[bool]:
         hc.HF_HUB_OFFLINE = before
 
 
-def _missing(what: str, name: str, hint: str) -> UserError:
-    return UserError(f"CLIP {what} {name!r} not found locally and the hub is unreachable: {hint}")
-
-
 def _hf_preprocess(path: str, vision_config, local_only: bool) -> Preprocess:
     """The image processor's size/mean/std; CLIP's own statistics when the directory has none."""
     try:
@@ -378,19 +375,25 @@ def _dir_digest(path: str) -> str:
 
 def load_hf_clip(id_or_path: str) -> HFClip:
     """``CLIPModel`` + tokenizer (+ image processor) from a hub id or a local directory."""
-    from transformers import AutoTokenizer, CLIPModel
+    from transformers import AutoConfig, AutoTokenizer, CLIPModel
 
     local = os.path.isdir(id_or_path)
-    hint = (f"download it on a connected machine (`huggingface-cli download {id_or_path}` or "
-            f"`CLIPModel.from_pretrained(...).save_pretrained(DIR)` plus the processor) and pass --extra clip=DIR")
+    hint = (f"download it on a connected machine (`huggingface-cli download {id_or_path}`, or "
+            f"CLIPModel/CLIPProcessor.from_pretrained(...).save_pretrained(DIR)) and pass --extra clip=DIR")
     with _hub_offline_if_unreachable() as online:
         local_only = local or not online
         try:
+            config = AutoConfig.from_pretrained(id_or_path, local_files_only=local_only)
+            if config.model_type != "clip":
+                raise UserError(f"{id_or_path!r} holds a {config.model_type!r} model, not a CLIP (text + vision) model")
             model = CLIPModel.from_pretrained(id_or_path, local_files_only=local_only)
         except (OSError, ValueError) as e:
             if local:
                 raise UserError(f"cannot load a CLIPModel from {id_or_path!r}: {str(e).splitlines()[0]}") from e
-            raise _missing("weights", id_or_path, hint) from e
+            if online:
+                raise UserError(f"cannot download CLIP weights {id_or_path!r}: {str(e).splitlines()[0]}") from e
+            raise UserError(f"CLIP weights {id_or_path!r} are not in the local Hugging Face cache and the hub is "
+                            f"unreachable: {hint}") from e
         try:
             tokenizer = AutoTokenizer.from_pretrained(id_or_path, local_files_only=local_only)
         except (OSError, ValueError, TypeError) as e:
@@ -413,17 +416,22 @@ def load_open_clip(spec: ClipSpec) -> OpenClip:
         raise UserError(f"open_clip checkpoint {p!r} not found (pass the path of a local open_clip checkpoint file)")
     if spec.model.startswith("local-dir:") and not os.path.isdir(spec.model[len("local-dir:"):]):
         raise UserError(f"open_clip directory {spec.model[len('local-dir:'):]!r} not found")
-    with _hub_offline_if_unreachable():
+    with _hub_offline_if_unreachable() as online:
         try:
-            model = open_clip.create_model(spec.model, pretrained=p)
-            tokenizer = open_clip.get_tokenizer(spec.model)
+            logging.disable(logging.ERROR)  # open_clip logs its download failure itself; ours is the one line shown
+            try:
+                model = open_clip.create_model(spec.model, pretrained=p)
+                tokenizer = open_clip.get_tokenizer(spec.model)
+            finally:
+                logging.disable(logging.NOTSET)
         except Exception as e:  # download failures come as RuntimeError, OSError, HTTP errors…
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             if "not found in built-ins" in msg:
                 raise UserError(f"unknown open_clip model {spec.model!r} (see open_clip.list_models())") from e
-            raise UserError(f"open_clip weights {label!r} are not available ({msg[:200]}): download them on a connected "
-                            f"machine and pass open_clip:{spec.model}:/path/to/open_clip_pytorch_model.bin "
-                            f"or open_clip:local-dir:/path/to/dir") from e
+            why = f"could not be loaded ({msg[:160]})" if online else "are not in the local cache and the hub is unreachable"
+            raise UserError(f"open_clip weights {label!r} {why}: download them on a connected machine and pass "
+                            f"--extra clip=open_clip:{spec.model}:/path/to/open_clip_pytorch_model.bin "
+                            f"(or open_clip:local-dir:/path/to/dir)") from e
     cfg = open_clip.get_model_preprocess_cfg(model)
     size = cfg.get("size", 224)
     size = int(size[0] if isinstance(size, (tuple, list)) else size)

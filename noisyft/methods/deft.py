@@ -22,7 +22,7 @@ only, chosen by one evaluation pass of the final detector (no augmentation).
 ``clip-label-match`` is DEFT's baseline detector: a sample is clean when CLIP's
 zero-shot prediction (prompt ``template``) equals its label; then the same phase 2.
 
-Settings (``--extra KEY=VALUE``; defaults are the paper's): see :class:`DeftSettings`.
+Settings (``--extra KEY=VALUE``; defaults are the paper's): see :class:`DualPromptSettings`.
 Outputs: ``label_issues.csv`` with the detector's clean probability
 (softmax([pos_ȳ, neg_ȳ])[0], or the zero-shot probability of ȳ) as label quality
 and the detector's own verdict (not clean) as ``is_label_issue``;
@@ -34,7 +34,6 @@ phase-2 accuracy as ``test_acc``; ``deft.json`` with the settings used.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import logging
 import math
@@ -58,9 +57,8 @@ from noisyft.faults import maybe_die
 from noisyft.features import make_loader
 from noisyft.losses import SCE, create_loss
 from noisyft.methods.base import Context, MethodOutput
-from noisyft.methods.prompts import DualPromptLearner
+from noisyft.methods.prompts import DualPromptDetector
 from noisyft.methods.registry import METHODS
-from noisyft.methods.vpt import DeepVisualPrompts
 
 log = logging.getLogger("noisyft")
 
@@ -73,7 +71,7 @@ CLIP_ADAPT_OPTIM = OptimConfig("sgd", 5e-4, 5e-4)  # DEFT phase 2 for CLIP (othe
 
 
 @dataclass(frozen=True)
-class DeftSettings:
+class DualPromptSettings:
     """DEFT's settings, read from ``cfg.extra``.
 
     ``clip``: the phase-1 CLIP (hub id, local dir, ``open_clip:MODEL:PRETRAINED``);
@@ -107,7 +105,7 @@ class DeftSettings:
     amp: str = "bf16"
 
     @classmethod
-    def from_config(cls, cfg: FitConfig) -> "DeftSettings":
+    def from_config(cls, cfg: FitConfig) -> "DualPromptSettings":
         extra = cfg.extra or {}
         real = _as_bool("real_noise", extra.get("real_noise", False))
         defaults = {"clip": cfg.backbone.removeprefix("hf:") if is_clip_name(cfg.backbone) else DEFAULT_CLIP,
@@ -176,60 +174,7 @@ def class_names(classes: Sequence[str], path: Optional[str] = None) -> list[str]
     return names
 
 
-# --- the detector --------------------------------------------------------------
-
-
-def lora_tower(clip: ClipModel, rank: int, alpha: float) -> nn.Module:
-    """A copy of CLIP's vision transformer with LoRA on the attention q and v projections (base frozen)."""
-    if clip.kind != "hf":
-        raise UserError(f"{clip.name}: LoRA on q/v needs a Hugging Face CLIP (open_clip packs q, k and v into one "
-                        "projection); use --extra peft=vpt")
-    from peft import LoraConfig, inject_adapter_in_model
-
-    tower = copy.deepcopy(clip.vision_tower)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
-    return inject_adapter_in_model(config, tower)
-
-
-class DualPromptDetector(nn.Module):
-    """Frozen CLIP + dual prompts + a parameter-efficient image-encoder adapter (VPT-deep or LoRA)."""
-
-    def __init__(self, clip: ClipModel, names: Sequence[str], *, n_ctx: int = 16, prompt: str = "{}.",
-                 peft: str = "vpt", vpt_tokens: int = 20, lora_rank: int = 8, lora_alpha: float = 16.0,
-                 seed: int = 0):
-        super().__init__()
-        gen = generator(seed, 10)
-        torch.manual_seed(gen.initial_seed())  # LoRA's own initialisation draws from the global generator
-        self.clip = clip
-        self.prompts = DualPromptLearner(clip, names, n_ctx=n_ctx, suffix=prompt, generator=gen)
-        self.vpt = None
-        self.tower = None
-        if peft == "vpt":
-            layers = len(clip.vision_layers(clip.vision_tower))
-            self.vpt = DeepVisualPrompts(layers, vpt_tokens, clip.vision_width, clip.patch_size, generator=gen)
-        elif peft == "lora":
-            self.tower = lora_tower(clip, lora_rank, lora_alpha)
-        self.to(clip.logit_scale.device)
-
-    def image_features(self, x: torch.Tensor) -> torch.Tensor:
-        """L2-normalised, adapted image embeddings (B, P)."""
-        return F.normalize(self.clip.encode_image(x, tower=self.tower, layers=self.vpt).float(), dim=-1)
-
-    def text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(positive, negative) normalised prompt embeddings, each (C, P)."""
-        return self.prompts(self.clip)
-
-    def pair_logits(self, x: torch.Tensor, text: Optional[tuple[torch.Tensor, torch.Tensor]] = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(positive, negative) logits (B, C); the negative side sees the image embedding detached."""
-        pos_text, neg_text = self.text_features() if text is None else text
-        img = self.image_features(x)
-        scale = self.clip.logit_scale
-        return scale * img @ pos_text.T, scale * img.detach() @ neg_text.T
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Positive logits: the detector used as a classifier."""
-        return self.pair_logits(x)[0]
+# --- checkpointable state -------------------------------------------------------
 
 
 class TrainableState:
@@ -332,7 +277,7 @@ def amp_dtype(device: torch.device, amp: str) -> Optional[torch.dtype]:
 
 
 def train_detector_epoch(detector: DualPromptDetector, data: LabeledSet, transform, opt: torch.optim.Optimizer, *,
-                         s: DeftSettings, epoch: int, seed: int, device: torch.device,
+                         s: DualPromptSettings, epoch: int, seed: int, device: torch.device,
                          num_workers: Optional[int] = None, progress: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
     """One detector epoch over every training sample; returns (mean loss, indices seen, their clean flags)."""
     detector.train()
@@ -345,7 +290,7 @@ def train_detector_epoch(detector: DualPromptDetector, data: LabeledSet, transfo
     warm = epoch <= s.warmup
     total, steps, seen, flags = 0.0, 0, [], []
     for step, (x, y, idx) in enumerate(tqdm(loader, desc=f"detect {epoch}/{s.detect_epochs}", leave=False, disable=not progress)):
-        maybe_die(f"train:{epoch}:{step}")
+        maybe_die(f"detect:{epoch}:{step}")  # fault injection (resume tests)
         comp = complementary_labels(y, data.num_classes, comp_gen).to(device)
         x, y = x.to(device, non_blocking=True), y.to(device)
         with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
@@ -435,7 +380,7 @@ def _log_final_selection(ctx: Context, epoch: int, detection: Detection, stage: 
                       classes_without_clean=len(empty))
 
 
-def run_detector(ctx: Context, s: DeftSettings) -> Detection:
+def run_detector(ctx: Context, s: DualPromptSettings) -> Detection:
     """Phase 1: train the dual-prompt detector (checkpointed per epoch as ``deft1``), then score every sample."""
     cfg = ctx.cfg
     if ctx.num_classes < 2:
@@ -467,7 +412,7 @@ def run_detector(ctx: Context, s: DeftSettings) -> Detection:
     return detection
 
 
-def zero_shot_detection(ctx: Context, s: DeftSettings) -> Detection:
+def zero_shot_detection(ctx: Context, s: DualPromptSettings) -> Detection:
     """clip-label-match: clean ⇔ CLIP's zero-shot prediction equals the given label."""
     with ctx.run.phase("detect"):
         clip = load_clip(s.clip, ctx.device)
@@ -493,7 +438,7 @@ def adapt_optim(ctx: Context) -> OptimConfig:
     return ctx.fft_optim
 
 
-def adapt(ctx: Context, s: DeftSettings, model: nn.Module, opt: torch.optim.Optimizer, optim: OptimConfig,
+def adapt(ctx: Context, s: DualPromptSettings, model: nn.Module, opt: torch.optim.Optimizer, optim: OptimConfig,
           detection: Detection, start: int) -> None:
     """Phase 2: full fine-tuning with CE on the clean subset (cosine schedule), checkpointed as ``deft2``."""
     cfg = ctx.cfg
@@ -515,7 +460,7 @@ def adapt(ctx: Context, s: DeftSettings, model: nn.Module, opt: torch.optim.Opti
 
 def _two_phase(ctx: Context, detect) -> MethodOutput:
     """Detect (unless resuming phase 2), fine-tune on the clean subset, report the detector's clean probability."""
-    s = DeftSettings.from_config(ctx.cfg)
+    s = DualPromptSettings.from_config(ctx.cfg)
     torch.manual_seed(ctx.cfg.seed)
     model = ctx.classifier()
     optim = adapt_optim(ctx)

@@ -12,13 +12,17 @@ text transformer; only the two contexts are trained.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from noisyft.clip_models import ClipModel
+from noisyft.engine import generator
+from noisyft.errors import UserError
+from noisyft.methods.vpt import DeepVisualPrompts
 
 
 class DualPromptLearner(nn.Module):
@@ -57,3 +61,58 @@ class DualPromptLearner(nn.Module):
     def forward(self, clip: ClipModel) -> tuple[torch.Tensor, torch.Tensor]:
         """(positive, negative) normalised text features, each (C, P)."""
         return self.encode(clip, self.pos_ctx), self.encode(clip, self.neg_ctx)
+
+
+def lora_tower(clip: ClipModel, rank: int, alpha: float) -> nn.Module:
+    """A copy of CLIP's vision transformer with LoRA on the attention q and v projections (base frozen)."""
+    if clip.kind != "hf":
+        raise UserError(f"{clip.name}: LoRA on q/v needs a Hugging Face CLIP (open_clip packs q, k and v into one "
+                        "projection); use --extra peft=vpt")
+    from peft import LoraConfig, inject_adapter_in_model
+
+    tower = copy.deepcopy(clip.vision_tower)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    return inject_adapter_in_model(config, tower)
+
+
+class DualPromptDetector(nn.Module):
+    """Frozen CLIP + dual prompts + a parameter-efficient image-encoder adapter (VPT-deep or LoRA)."""
+
+    def __init__(self, clip: ClipModel, names: Sequence[str], *, n_ctx: int = 16, prompt: str = "{}.",
+                 peft: str = "vpt", vpt_tokens: int = 20, lora_rank: int = 8, lora_alpha: float = 16.0,
+                 seed: int = 0):
+        super().__init__()
+        if peft not in ("vpt", "lora", "none"):
+            raise UserError(f"unknown image-encoder adapter {peft!r} (vpt, lora or none)")
+        gen = generator(seed, 10)
+        torch.manual_seed(gen.initial_seed())  # LoRA's own initialisation draws from the global generator
+        self.clip = clip
+        self.prompts = DualPromptLearner(clip, names, n_ctx=n_ctx, suffix=prompt, generator=gen)
+        self.vpt = None
+        self.tower = None
+        if peft == "vpt":
+            layers = len(clip.vision_layers(clip.vision_tower))
+            self.vpt = DeepVisualPrompts(layers, vpt_tokens, clip.vision_width, clip.patch_size, generator=gen)
+        elif peft == "lora":
+            self.tower = lora_tower(clip, lora_rank, lora_alpha)
+        self.to(clip.logit_scale.device)
+
+    def image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalised, adapted image embeddings (B, P)."""
+        return F.normalize(self.clip.encode_image(x, tower=self.tower, layers=self.vpt).float(), dim=-1)
+
+    def text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positive, negative) normalised prompt embeddings, each (C, P)."""
+        return self.prompts(self.clip)
+
+    def pair_logits(self, x: torch.Tensor, text: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positive, negative) logits (B, C); the negative side sees the image embedding detached."""
+        pos_text, neg_text = self.text_features() if text is None else text
+        img = self.image_features(x)
+        scale = self.clip.logit_scale
+        return scale * img @ pos_text.T, scale * img.detach() @ neg_text.T
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Positive logits: the detector used as a classifier."""
+        return self.pair_logits(x)[0]
