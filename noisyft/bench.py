@@ -292,14 +292,17 @@ def run_cell(spec: BenchSpec, cell: Cell, bench_dir: Path, fit: Callable) -> str
 
 
 def run_bench(spec: BenchSpec, bench_dir: str | Path, *, fit: Optional[Callable] = None, plots: bool = True,
-              echo: Callable[[str], None] = print) -> dict:
-    """Run every unfinished, unclaimed cell of ``spec`` into ``bench_dir``; write and return the results."""
+              echo: Callable[[str], None] = print, run: bool = True) -> dict:
+    """Run every unfinished, unclaimed cell of ``spec`` into ``bench_dir``; write and return the results.
+
+    ``run=False`` only collects: the tables show what has finished so far (the rest as pending).
+    """
     if fit is None:
         from noisyft.api import fit
     bench_dir = Path(bench_dir)
     bench_dir.mkdir(parents=True, exist_ok=True)
     write_json(bench_dir / "bench.json", spec.to_dict())
-    cells = spec.cells()
+    cells = spec.cells() if run else []
     for k, cell in enumerate(cells, 1):
         t = time.perf_counter()
         status = run_cell(spec, cell, bench_dir, fit)

@@ -192,7 +192,7 @@ def cmd_bench(ns) -> None:
         raise UserError("bench: give a grid file (--config FILE.yaml) or --quick, not both or neither")
     spec = bench.BenchSpec.from_dict(bench.QUICK, "--quick") if ns.quick else bench.load_spec(ns.config)
     out = ns.out or ("runs/bench-quick" if ns.quick else f"runs/bench-{Path(ns.config).stem}")
-    res = bench.run_bench(spec, out, plots=not ns.no_plots)
+    res = bench.run_bench(spec, out, plots=not ns.no_plots, run=not ns.collect_only)
     print(f"\n{bench.results_markdown(res)}\nwrote {out}/results.md and results.json")
 
 
@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="the built-in grid: every method family on the demo data")
     bench.add_argument("--out", help="bench directory (default runs/bench-<config name> or runs/bench-quick)")
     bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    bench.add_argument("--collect-only", action="store_true", help="run nothing: tabulate the cells finished so far")
     bench.set_defaults(func=cmd_bench)
     meth = sub.add_parser("methods", help="list the registered methods")
     meth.set_defaults(func=cmd_methods)
