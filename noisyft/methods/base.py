@@ -17,7 +17,7 @@ from noisyft.backbones.base import Backbone, Classifier, OptimConfig
 from noisyft.config import FitConfig
 from noisyft.data.base import LabeledSet
 from noisyft.data.transforms import eval_transform, train_transform
-from noisyft.engine import accuracy, head_logits, image_logits
+from noisyft.engine import accuracy, generator, head_logits, image_logits, train_image_epoch
 from noisyft.features import extract_features
 from noisyft.run import RunDir
 from noisyft.selection import selection_metrics
@@ -116,6 +116,22 @@ class Context:
             rec[f"{split}_acc"] = accuracy(logits, data.labels if split == "val" else (data.true_labels if data.true_labels is not None else data.labels))
         self.run.log("metrics", rec)
         return rec
+
+    def fine_tune_epoch(self, model: nn.Module, indices, loss_fn: nn.Module, opt: torch.optim.Optimizer, epoch: int,
+                        epochs: int, *, tag: str = "fft", states: Optional[dict] = None, **values) -> float:
+        """One epoch of full fine-tuning on ``indices`` with augmentation: timed, logged, then checkpointed.
+
+        ``states`` are the objects the checkpoint keeps (default: model and optimiser).
+        """
+        c = self.cfg
+        with self.run.phase("fft"):
+            loss = train_image_epoch(model, self.train, indices, self.train_tf(), loss_fn, opt, device=self.device,
+                                     gen=generator(c.seed, 4, epoch), epoch=epoch, batch_size=c.batch_size,
+                                     num_workers=c.num_workers, desc=f"{tag} {epoch}/{epochs}", progress=c.progress,
+                                     freeze_bn_stats=c.freeze_bn_stats)
+        self.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=int(len(indices)), **values)
+        self.checkpoint(tag, epoch, **(states or {"model": model, "opt": opt}))
+        return loss
 
     def log_selection(self, epoch: int, selected: np.ndarray, **stats) -> dict:
         """Record a selection step; precision/recall/F1 when true labels are known."""

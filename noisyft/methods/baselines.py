@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from noisyft.engine import generator, head_logits, train_image_epoch
+from noisyft.engine import head_logits
 from noisyft.losses import create_loss
 from noisyft.methods.base import Context, MethodOutput
 from noisyft.methods.linear_probe import linear_probe
@@ -43,12 +43,7 @@ def _fft(loss: str):
         everyone = range(len(ctx.train))
         start = ctx.resume("fft", model=model, opt=opt, loss=loss_fn)
         for epoch in range(start + 1, epochs + 1):
-            with ctx.run.phase("fft"):
-                train_loss = train_image_epoch(model, ctx.train, everyone, ctx.train_tf(), loss_fn, opt, device=ctx.device,
-                                               gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
-                                               num_workers=cfg.num_workers, desc=f"fft {epoch}/{epochs}", progress=cfg.progress, freeze_bn_stats=cfg.freeze_bn_stats)
-            ctx.log_epoch("fft", epoch, model=model, train_loss=train_loss, n_train=len(ctx.train))
-            ctx.checkpoint("fft", epoch, model=model, opt=opt, loss=loss_fn)
+            ctx.fine_tune_epoch(model, everyone, loss_fn, opt, epoch, epochs, states={"model": model, "opt": opt, "loss": loss_fn})
         with ctx.run.phase("selection"):
             logits = ctx.image_logits(model, "train", desc="losses:train")
         return MethodOutput(model=model, train_logits=logits)

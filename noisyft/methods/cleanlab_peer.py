@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from noisyft.engine import generator, head_logits, train_head_epoch, train_image_epoch
+from noisyft.engine import generator, head_logits, train_head_epoch
 from noisyft.losses import create_loss
 from noisyft.methods.base import Context, MethodOutput
 from noisyft.methods.baselines import BASELINE_FFT_EPOCHS
@@ -112,13 +112,7 @@ def cleanlab_fft(ctx: Context) -> MethodOutput:
     _, kept, quality = _prepare(ctx, log=start == 0)  # deterministic: a resumed run recomputes the same set
     epochs = int(cfg.extra.get("baseline_fft_epochs", BASELINE_FFT_EPOCHS))
     for epoch in range(start + 1, epochs + 1):
-        with ctx.run.phase("fft"):
-            loss = train_image_epoch(model, ctx.train, kept, ctx.train_tf(), create_loss("ce"), opt, device=ctx.device,
-                                     gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
-                                     num_workers=cfg.num_workers, desc=f"fft {epoch}/{epochs}", progress=cfg.progress,
-                                     freeze_bn_stats=cfg.freeze_bn_stats)
-        ctx.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=int(len(kept)))
-        ctx.checkpoint("fft", epoch, model=model, opt=opt)
+        ctx.fine_tune_epoch(model, kept, create_loss("ce"), opt, epoch, epochs)
     with ctx.run.phase("selection"):
         logits = ctx.image_logits(model, "train", desc="losses:train")
     return MethodOutput(model=model, train_logits=logits, clean_prob=quality, is_issue=_flags(ctx, kept))

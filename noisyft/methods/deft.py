@@ -51,7 +51,7 @@ from noisyft.clip_models import DEFAULT_CLIP, ClipModel, is_clip_name, load_clip
 from noisyft.config import FitConfig
 from noisyft.data.base import LabeledSet, TorchImageDataset
 from noisyft.data.transforms import eval_transform, train_transform
-from noisyft.engine import accuracy, check_finite, generator, image_logits, train_image_epoch
+from noisyft.engine import accuracy, check_finite, generator, image_logits
 from noisyft.errors import UserError
 from noisyft.faults import maybe_die
 from noisyft.features import make_loader
@@ -441,7 +441,6 @@ def adapt_optim(ctx: Context) -> OptimConfig:
 def adapt(ctx: Context, s: DualPromptSettings, model: nn.Module, opt: torch.optim.Optimizer, optim: OptimConfig,
           detection: Detection, start: int) -> None:
     """Phase 2: full fine-tuning with CE on the clean subset (cosine schedule), checkpointed as ``deft2``."""
-    cfg = ctx.cfg
     chosen = np.flatnonzero(detection.clean)
     if s.adapt_epochs and not len(chosen):
         raise UserError("the detector judged no training sample clean, so there is nothing to fine-tune on; "
@@ -449,13 +448,8 @@ def adapt(ctx: Context, s: DualPromptSettings, model: nn.Module, opt: torch.opti
     loss_fn = create_loss("ce")
     for epoch in range(start + 1, s.adapt_epochs + 1):
         set_lr(opt, cosine_lr(optim.lr, epoch, s.adapt_epochs))
-        with ctx.run.phase("fft"):
-            loss = train_image_epoch(model, ctx.train, chosen, ctx.train_tf(), loss_fn, opt, device=ctx.device,
-                                     gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
-                                     num_workers=cfg.num_workers, desc=f"adapt {epoch}/{s.adapt_epochs}",
-                                     progress=cfg.progress, freeze_bn_stats=cfg.freeze_bn_stats)
-        ctx.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=len(chosen), lr=opt.param_groups[0]["lr"])
-        ctx.checkpoint("deft2", epoch, model=model, opt=opt, detection=detection)
+        ctx.fine_tune_epoch(model, chosen, loss_fn, opt, epoch, s.adapt_epochs, tag="deft2",
+                            states={"model": model, "opt": opt, "detection": detection}, lr=opt.param_groups[0]["lr"])
 
 
 def _two_phase(ctx: Context, detect) -> MethodOutput:

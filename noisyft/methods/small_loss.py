@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from noisyft.engine import generator, head_logits, train_head_epoch, train_image_epoch
+from noisyft.engine import generator, head_logits, train_head_epoch
 from noisyft.losses import create_loss, per_sample_ce
 from noisyft.methods.base import Context, MethodOutput
 from noisyft.methods.baselines import BASELINE_FFT_EPOCHS
@@ -82,13 +82,7 @@ def small_loss_fft(ctx: Context) -> MethodOutput:
             with ctx.run.phase("selection"):
                 logits = ctx.image_logits(model, "train", desc="losses:train")
                 chosen = keep_small_loss(ctx, logits, epoch)
-        with ctx.run.phase("fft"):
-            loss = train_image_epoch(model, ctx.train, chosen, ctx.train_tf(), loss_fn, opt, device=ctx.device,
-                                     gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
-                                     num_workers=cfg.num_workers, desc=f"fft {epoch}/{epochs}", progress=cfg.progress,
-                                     freeze_bn_stats=cfg.freeze_bn_stats)
-        ctx.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=int(len(chosen)))
-        ctx.checkpoint("fft", epoch, model=model, opt=opt)
+        ctx.fine_tune_epoch(model, chosen, loss_fn, opt, epoch, epochs)
     with ctx.run.phase("selection"):
         logits = ctx.image_logits(model, "train", desc="losses:train")
     return MethodOutput(model=model, train_logits=logits)

@@ -17,7 +17,7 @@ import logging
 import numpy as np
 import torch
 
-from noisyft.engine import generator, head_logits, train_image_epoch
+from noisyft.engine import head_logits
 from noisyft.losses import create_loss, per_sample_ce
 from noisyft.methods.base import Context, MethodOutput
 from noisyft.methods.linear_probe import linear_probe
@@ -70,12 +70,7 @@ def turn(ctx: Context) -> MethodOutput:
     for epoch in range(start + 1, cfg.epochs_fft + 1):
         with ctx.run.phase("selection"):
             chosen = gmm_selection(ctx, logits, epoch, np.random.default_rng([cfg.seed, 3, epoch]))
-        with ctx.run.phase("fft"):
-            loss = train_image_epoch(model, ctx.train, chosen, ctx.train_tf(), loss_fn, opt, device=ctx.device,
-                                     gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
-                                     num_workers=cfg.num_workers, desc=f"fft {epoch}/{cfg.epochs_fft}", progress=cfg.progress, freeze_bn_stats=cfg.freeze_bn_stats)
-        ctx.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=len(chosen))
-        ctx.checkpoint("fft", epoch, model=model, opt=opt)
+        ctx.fine_tune_epoch(model, chosen, loss_fn, opt, epoch, cfg.epochs_fft)
         with ctx.run.phase("selection"):
             logits = ctx.image_logits(model, "train", desc="losses:train")
     return MethodOutput(model=model, train_logits=logits)
