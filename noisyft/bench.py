@@ -41,7 +41,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from noisyft.atomic import write_json, write_text
-from noisyft.config import FitConfig
+from noisyft.config import FitConfig, read_mapping
 from noisyft.errors import UserError
 
 log = logging.getLogger("noisyft")
@@ -146,16 +146,7 @@ class BenchSpec:
 
 def load_spec(path: str | Path) -> BenchSpec:
     """Read a YAML/JSON grid file."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"bench config {path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"bench config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"bench config {path}: expected a mapping with keys {', '.join(GRID_KEYS)}")
+    data = read_mapping(path, "bench config")
     return BenchSpec.from_dict(data, str(path))
 
 

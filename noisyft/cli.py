@@ -15,7 +15,7 @@ import sys
 import typing
 from pathlib import Path
 
-from noisyft.config import FitConfig
+from noisyft.config import FitConfig, read_mapping
 from noisyft.errors import UserError, one_line
 
 HELP = {
@@ -84,17 +84,7 @@ def _parse_extra(items: list[str]) -> dict:
 
 def read_config_file(path: str) -> dict:
     """Keys may use - or _; unknown keys are reported by FitConfig.from_dict."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"--config {path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"--config {path}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"--config {path}: expected a mapping of option: value")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    return {k.replace("-", "_"): v for k, v in read_mapping(path, "--config").items()}
 
 
 def config_from_args(ns: argparse.Namespace, base: dict | None = None) -> FitConfig:

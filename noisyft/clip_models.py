@@ -19,7 +19,6 @@ missing model fails with one line naming it and how to point at a local copy.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 
 from noisyft.backbones.base import Preprocess
-from noisyft.backbones.hf import hub_reachable
+from noisyft.backbones.hf import dir_digest, hub_reachable
 from noisyft.errors import UserError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -364,15 +363,6 @@ def _hf_preprocess(path: str, vision_config, local_only: bool) -> Preprocess:
         return Preprocess(int(vision_config.image_size), OPENAI_MEAN, OPENAI_STD, "bicubic")
 
 
-def _dir_digest(path: str) -> str:
-    h = hashlib.sha256()
-    for root, _, files in sorted(os.walk(path)):
-        for name in sorted(files):
-            st = os.stat(os.path.join(root, name))
-            h.update(f"{os.path.relpath(os.path.join(root, name), path)}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
 def load_hf_clip(id_or_path: str) -> HFClip:
     """``CLIPModel`` + tokenizer (+ image processor) from a hub id or a local directory."""
     from transformers import AutoConfig, AutoTokenizer, CLIPModel
@@ -400,7 +390,7 @@ def load_hf_clip(id_or_path: str) -> HFClip:
             raise UserError(f"CLIP tokenizer for {id_or_path!r} not found (vocab.json + merges.txt or tokenizer.json): "
                             f"save it next to the weights with CLIPTokenizer.save_pretrained(DIR)") from e
         pre = _hf_preprocess(id_or_path, model.config.vision_config, local_only)
-    where = f"{os.path.abspath(id_or_path)}@{_dir_digest(id_or_path)}" if local else id_or_path
+    where = f"{os.path.abspath(id_or_path)}@{dir_digest(id_or_path)}" if local else id_or_path
     return HFClip(model, tokenizer, name=id_or_path, weights_id=f"hf:{where}", preprocess=pre)
 
 

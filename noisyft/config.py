@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from noisyft.backbones.base import OptimConfig
@@ -75,6 +76,21 @@ class FitConfig:
             hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, names, 1)) else k for k in unknown]
             raise UserError(f"unknown config key(s): {', '.join(hints)}")
         return cls(**d)
+
+
+def read_mapping(path: str | Path, label: str) -> dict:
+    """A YAML (or JSON) file holding one mapping; errors name ``label`` (the option or file role)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(f"{label} {path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{label} {path}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{label} {path}: expected a mapping of key: value")
+    return data
 
 
 def parse_optim(text: Optional[str], default: OptimConfig, option: str) -> OptimConfig:

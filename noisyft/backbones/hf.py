@@ -83,7 +83,7 @@ def _preprocess(id_or_path: str, config) -> Preprocess:
         return Preprocess(int(size) if isinstance(size, int) else 224)
 
 
-def _dir_digest(path: str) -> str:
+def dir_digest(path: str) -> str:
     """Names, sizes and mtimes of a local model directory: new weights there → a new feature-cache key."""
     h = hashlib.sha256()
     for root, _, files in sorted(os.walk(path)):
@@ -100,6 +100,6 @@ def create_hf_backbone(id_or_path: str, *, pretrained: bool = True, image_size: 
     family = _FAMILY.get(mtype, "vit" if mtype in _CLS_TOKEN_TYPES else "resnet")
     pre = _preprocess(id_or_path, model.config).with_size(image_size)
     tag = "pretrained" if pretrained else "random"
-    where = f"{os.path.abspath(id_or_path)}@{_dir_digest(id_or_path)}" if os.path.isdir(id_or_path) else id_or_path
+    where = f"{os.path.abspath(id_or_path)}@{dir_digest(id_or_path)}" if os.path.isdir(id_or_path) else id_or_path
     return HFBackbone(model, name=f"hf:{id_or_path}", weights_id=f"hf:{where}:{tag}",
                       preprocess=pre, family=family)
