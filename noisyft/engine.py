@@ -47,6 +47,14 @@ def check_finite(loss: torch.Tensor, where: str, epoch: int, step: int) -> None:
                                f"lower the learning rate (the last good checkpoint is kept)")
 
 
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, where: str, epoch: int, step: int) -> None:
+    """Check the loss is finite (else stop, naming where), then one plain backward + update."""
+    check_finite(loss, where, epoch, step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def accuracy(logits: torch.Tensor | np.ndarray, labels: np.ndarray) -> float:
     pred = np.asarray(torch.as_tensor(logits).argmax(1))
     return float((pred == np.asarray(labels)).mean()) if len(pred) else float("nan")
@@ -61,10 +69,7 @@ def train_head_epoch(head: nn.Linear, feats: torch.Tensor, labels: torch.Tensor,
     for step, start in enumerate(range(0, len(order), batch_size)):
         idx = order[start: start + batch_size].to(feats.device)
         loss = loss_fn(head(feats[idx]), labels[idx], idx)
-        check_finite(loss, "linear probing", epoch, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(loss, opt, "linear probing", epoch, step)
         total, steps = total + loss.item(), steps + 1
     return total / max(steps, 1)
 
@@ -123,10 +128,7 @@ def train_image_epoch(model: nn.Module, data: LabeledSet, indices: Sequence[int]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model(x)
         loss = loss_fn(logits.float(), y, idx)
-        check_finite(loss, "fine-tuning", epoch, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(loss, opt, "fine-tuning", epoch, step)
         total, steps = total + loss.item(), steps + 1
     return total / max(steps, 1) if steps else math.nan
 

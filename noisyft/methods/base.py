@@ -54,6 +54,7 @@ class Context:
     fft_optim: OptimConfig
     resume_state: Optional[dict] = None
     _features: dict = field(default_factory=dict, repr=False)  # split → memmap, looked up once per run
+    _tensors: dict = field(default_factory=dict, repr=False)   # split → in-memory tensor of those features
 
     def resume(self, tag: str, **objects) -> int:
         """Load the checkpoint of loop ``tag`` into ``objects`` (modules, optimisers); return its epoch (0: none)."""
@@ -82,6 +83,18 @@ class Context:
                                     num_workers=self.cfg.num_workers, device=self.device, progress=self.cfg.progress,
                                     desc=f"features:{split}")
         return self._features[split]
+
+    def feature_tensor(self, split: str = "train") -> torch.Tensor:
+        """The cached features of ``split`` as one in-memory tensor on the run's device (copied once per run)."""
+        if split not in self._tensors:
+            self._tensors[split] = torch.from_numpy(np.array(self.features(split))).to(self.device)
+        return self._tensors[split]
+
+    def fresh_model(self, optim: Optional[OptimConfig] = None) -> tuple[Classifier, torch.optim.Optimizer]:
+        """A seeded backbone + fresh head and its fine-tuning optimiser (``fft_optim`` unless given)."""
+        torch.manual_seed(self.cfg.seed)
+        model = self.classifier()
+        return model, (optim or self.fft_optim).build(model.parameters())
 
     def eval_tf(self):
         return eval_transform(self.backbone.preprocess)

@@ -7,7 +7,6 @@ in the paper), with the same augmentation as TURN.
 """
 from __future__ import annotations
 
-import torch
 
 from noisyft.engine import head_logits
 from noisyft.losses import create_loss
@@ -35,9 +34,7 @@ def _lp(loss: str):
 def _fft(loss: str):
     def run(ctx: Context) -> MethodOutput:
         cfg = ctx.cfg
-        torch.manual_seed(cfg.seed)
-        model = ctx.classifier()
-        opt = ctx.fft_optim.build(model.parameters())
+        model, opt = ctx.fresh_model()
         loss_fn = create_loss(loss, num_examples=len(ctx.train), num_classes=ctx.num_classes, **_loss_kwargs(ctx, loss)).to(ctx.device)
         epochs = int(cfg.extra.get("baseline_fft_epochs", BASELINE_FFT_EPOCHS))
         everyone = range(len(ctx.train))

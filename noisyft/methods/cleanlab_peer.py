@@ -77,7 +77,7 @@ def find_issues(ctx: Context, feats: torch.Tensor) -> tuple[np.ndarray, np.ndarr
 
 
 def _prepare(ctx: Context, log: bool) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    feats = torch.from_numpy(np.array(ctx.features("train"))).to(ctx.device)
+    feats = ctx.feature_tensor("train")
     kept, quality = find_issues(ctx, feats)
     if log:
         ctx.log_selection(1, kept, n_issues=int(len(ctx.train) - len(kept)))
@@ -105,9 +105,7 @@ def cleanlab_lp(ctx: Context) -> MethodOutput:
 def cleanlab_fft(ctx: Context) -> MethodOutput:
     """cleanlab find_label_issues on out-of-fold LP probabilities; full fine-tuning with CE on the kept samples."""
     cfg = ctx.cfg
-    torch.manual_seed(cfg.seed)
-    model = ctx.classifier()
-    opt = ctx.fft_optim.build(model.parameters())
+    model, opt = ctx.fresh_model()
     start = ctx.resume("fft", model=model, opt=opt)
     _, kept, quality = _prepare(ctx, log=start == 0)  # deterministic: a resumed run recomputes the same set
     epochs = int(cfg.extra.get("baseline_fft_epochs", BASELINE_FFT_EPOCHS))

@@ -455,10 +455,8 @@ def adapt(ctx: Context, s: DualPromptSettings, model: nn.Module, opt: torch.opti
 def _two_phase(ctx: Context, detect) -> MethodOutput:
     """Detect (unless resuming phase 2), fine-tune on the clean subset, report the detector's clean probability."""
     s = DualPromptSettings.from_config(ctx.cfg)
-    torch.manual_seed(ctx.cfg.seed)
-    model = ctx.classifier()
     optim = adapt_optim(ctx)
-    opt = optim.build(model.parameters())
+    model, opt = ctx.fresh_model(optim)
     detection = Detection()
     start = ctx.resume("deft2", model=model, opt=opt, detection=detection)
     ctx.run.write_json("deft.json", {**dataclasses.asdict(s), "adapt_optim": dataclasses.asdict(optim)})

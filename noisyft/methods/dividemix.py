@@ -101,7 +101,7 @@ def _dividemix(image_mode: bool):
         settings, p_threshold = settings_for(ctx)
         tag = "dividemix-img" if image_mode else "dividemix"
         heads = two_head_training(ctx, tag, _split_fn(ctx, p_threshold), settings, image_mode)
-        feats = torch.from_numpy(np.array(ctx.features("train"))).to(ctx.device)
+        feats = ctx.feature_tensor("train")
         with ctx.run.phase("selection"):
             clean_prob = np.mean(head_clean_probs(ctx, heads, feats), axis=0)
         return two_head_output(ctx, heads, clean_prob)

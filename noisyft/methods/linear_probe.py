@@ -1,7 +1,6 @@
 """Linear probing on cached features: the first step of TURN and the *-lp baselines."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -12,7 +11,7 @@ from noisyft.methods.base import Context
 
 def linear_probe(ctx: Context, loss_name: str, epochs: int, **loss_kw) -> nn.Linear:
     """Train a fresh linear head on the frozen training features for ``epochs``; log test accuracy per epoch."""
-    feats = torch.from_numpy(np.array(ctx.features("train"))).to(ctx.device)
+    feats = ctx.feature_tensor("train")
     labels = torch.as_tensor(ctx.train.labels).to(ctx.device)
     torch.manual_seed(generator(ctx.cfg.seed, 1).initial_seed())
     head = nn.Linear(feats.shape[1], ctx.num_classes).to(ctx.device)

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from noisyft.data.base import LabeledSet
 from noisyft.data.transforms import train_transform
-from noisyft.engine import check_finite, generator, head_logits
+from noisyft.engine import generator, head_logits, optimizer_step
 from noisyft.features import forward_features, make_loader
 from noisyft.methods.base import Context, MethodOutput
 
@@ -226,10 +226,7 @@ def warmup_epoch(heads: Sequence[nn.Linear], opts: Sequence[torch.optim.Optimize
         z, y = views.encode(x), labels[idx.to(labels.device)]
         for h, opt in zip(heads, opts):
             loss = F.cross_entropy(h(z), y)
-            check_finite(loss, "warm-up", epoch, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(loss, opt, "warm-up", epoch, step)
             total, steps = total + loss.item(), steps + 1
     return total / max(steps, 1)
 
@@ -302,10 +299,7 @@ def mixmatch_epoch(head: nn.Linear, peer: nn.Linear, opt: torch.optim.Optimizer,
         perm = torch.randperm(n, generator=generator(seed, salt, epoch, 2, step))
         ramp = linear_rampup(epoch - 1 + step / num_iter, s.warmup, s.rampup)
         loss, _ = mixmatch_step(head, peer, views, xs, onehot, w, us, s, mix_lambda(rng, s.alpha), perm, ramp)
-        check_finite(loss, desc, epoch, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(loss, opt, desc, epoch, step)
         total, steps = total + loss.item(), steps + 1
     return total / max(steps, 1)
 
@@ -345,7 +339,7 @@ def two_head_training(ctx: Context, tag: str, split_fn: SplitFn, settings: MixSe
     checkpointed per epoch, so a killed run resumes at the next epoch.
     """
     cfg = ctx.cfg
-    feats = torch.from_numpy(np.array(ctx.features("train"))).to(ctx.device)
+    feats = ctx.feature_tensor("train")
     labels = torch.as_tensor(ctx.train.labels).to(ctx.device)
     heads = []
     for k in (1, 2):

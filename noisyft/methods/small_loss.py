@@ -43,7 +43,7 @@ def small_loss_lp(ctx: Context) -> MethodOutput:
     """Small-loss LP: CE warm-up, then per-epoch per-class lowest-loss selection on cached features."""
     cfg = ctx.cfg
     feats_np = ctx.features("train")
-    feats = torch.from_numpy(np.array(feats_np)).to(ctx.device)
+    feats = ctx.feature_tensor("train")
     labels = torch.as_tensor(ctx.train.labels).to(ctx.device)
     torch.manual_seed(generator(cfg.seed, 1).initial_seed())
     head = nn.Linear(feats.shape[1], ctx.num_classes).to(ctx.device)
@@ -69,9 +69,7 @@ def small_loss_lp(ctx: Context) -> MethodOutput:
 def small_loss_fft(ctx: Context) -> MethodOutput:
     """Small-loss FFT: the whole model, CE warm-up epoch(s), then per-epoch per-class lowest-loss selection."""
     cfg = ctx.cfg
-    torch.manual_seed(cfg.seed)
-    model = ctx.classifier()
-    opt = ctx.fft_optim.build(model.parameters())
+    model, opt = ctx.fresh_model()
     loss_fn = create_loss("ce")
     epochs = int(cfg.extra.get("baseline_fft_epochs", BASELINE_FFT_EPOCHS))
     warmup = int(cfg.extra.get("warmup_fft", 1))

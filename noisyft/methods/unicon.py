@@ -148,7 +148,7 @@ def _unicon(image_mode: bool):
         sr = e.get("sr")
         split_fn = _split_fn(ctx, None if sr is None else float(sr), float(e.get("d_u", 0.7)), float(e.get("jsd_tau", 5.0)))
         heads = two_head_training(ctx, "unicon-img" if image_mode else "unicon", split_fn, settings, image_mode)
-        feats = torch.from_numpy(np.array(ctx.features("train"))).to(ctx.device)
+        feats = ctx.feature_tensor("train")
         with ctx.run.phase("selection"):
             clean_prob = 1.0 - mean_jsd(heads, feats, ctx.train.labels)
         return two_head_output(ctx, heads, clean_prob)
