@@ -5,7 +5,9 @@ A grid is a YAML mapping with the list keys ``data``, ``noises``, ``backbones``,
 ``null``/``none`` means the given labels as they are); every other key is a
 FitConfig field shared by all cells (``image_size``, ``epochs_lp``,
 ``max_train``, ``extra`` …). ``per_method: {method: {field: value}}``
-optionally overrides common settings for one method.
+optionally overrides common settings for one method; its list keys (``noises``,
+``data``, ``backbones``, ``seeds``) restrict that method to a part of the grid
+(an expensive method run at one noise setting only).
 
 Each cell is one :func:`noisyft.api.fit` writing ``BENCH_DIR/cells/<cell>``, so
 the bench is resumable for free: a finished cell is never rerun (it is skipped
@@ -50,7 +52,7 @@ GRID_KEYS = ("data", "noises", "backbones", "methods", "seeds")
 
 # The built-in --quick grid: every method family on the packaged CIFAR-10 sample at 64 px, cut for a 2-core
 # CPU: E_LP 20 as in the paper, E_FFT 2 for TURN and 2 baseline FFT epochs (same FFT budget for TURN and CE-FFT).
-# Estimated from per-cell timings on 2 busy cores: about 7-8 minutes, of which CE-FFT ~2.3, UNICON-LP ~2, DivideMix ~1.
+# Measured on 2 quiet cores with a cold feature cache: 1 min 26 s (benchmarks/results/bench_quick.md).
 QUICK: dict = {
     "data": ["demo"], "noises": ["sym:0.6"], "backbones": ["efficientnet_lite0"],
     "methods": ["turn", "ce-lp", "ce-fft", "gce-lp", "small-loss-lp", "dividemix-lp", "unicon-lp", "cleanlab"],
@@ -124,6 +126,7 @@ class BenchSpec:
 
         for m in grid["methods"] + list(per_method):
             METHODS.get(m)  # unknown method → UserError with the known names
+        per_method = {m: _restriction(grid, m, dict(v or {}), source) for m, v in per_method.items()}
         return cls(data=[str(x) for x in grid["data"]], noises=[_noise(x) for x in grid["noises"]],
                    backbones=[str(x) for x in grid["backbones"]], methods=[str(x) for x in grid["methods"]],
                    seeds=[int(x) for x in grid["seeds"]], common=d, per_method=per_method)
@@ -131,10 +134,16 @@ class BenchSpec:
     def cells(self) -> list[Cell]:
         """Every cell, in the order the bench runs them (seeds innermost, so each setting fills up first)."""
         return [Cell(d, n, b, m, s) for d in self.data for n in self.noises for b in self.backbones
-                for m in self.methods for s in self.seeds]
+                for m in self.methods for s in self.seeds
+                if self._in_grid(m, {"data": d, "noises": n, "backbones": b, "seeds": s})]
+
+    def _in_grid(self, method: str, at: dict) -> bool:
+        only = self.per_method.get(method, {})
+        return all(at[key] in only[key] for key in RESTRICT_KEYS if key in only)
 
     def fit_config(self, cell: Cell, bench_dir: Path) -> FitConfig:
-        values = {"progress": False, **self.common, **self.per_method.get(cell.method, {}),
+        settings = {k: v for k, v in self.per_method.get(cell.method, {}).items() if k not in RESTRICT_KEYS}
+        values = {"progress": False, **self.common, **settings,
                   "data": cell.data, "noise": cell.noise, "backbone": cell.backbone, "method": cell.method,
                   "seed": cell.seed, "out": str(cell_dir(bench_dir, cell))}
         return FitConfig.from_dict(values)
@@ -142,6 +151,22 @@ class BenchSpec:
     def to_dict(self) -> dict:
         return {"data": self.data, "noises": self.noises, "backbones": self.backbones, "methods": self.methods,
                 "seeds": self.seeds, **self.common, **({"per_method": self.per_method} if self.per_method else {})}
+
+
+RESTRICT_KEYS = ("data", "noises", "backbones", "seeds")  # per_method keys that restrict a method's cells
+
+
+def _restriction(grid: dict, method: str, settings: dict, source: str) -> dict:
+    """Validate one ``per_method`` entry: its grid keys must name values of the grid (noises normalised)."""
+    for key in RESTRICT_KEYS:
+        if key in settings:
+            norm = _noise if key == "noises" else (int if key == "seeds" else str)
+            values = [norm(x) for x in _as_list(settings[key])]
+            outside = [str(x) for x in values if x not in [norm(g) for g in grid[key]]]
+            if outside:
+                raise UserError(f"{source}: per_method.{method}.{key} names {', '.join(outside)}, which the grid's {key} lack")
+            settings[key] = values
+    return settings
 
 
 def load_spec(path: str | Path) -> BenchSpec:
@@ -314,13 +339,18 @@ def run_bench(spec: BenchSpec, bench_dir: str | Path, *, fit: Optional[Callable]
 
 
 def _last_selection(records: list[dict]) -> dict:
-    """Precision / recall / F1 of the last selection epoch (averaged over its records, e.g. two heads)."""
+    """Precision / recall / F1 of the last selection epoch (averaged over its records, e.g. two heads).
+
+    ``clean_set_f1`` is the F1 of the detector's whole clean set where a method trains on a part of
+    it (TURN's GMM clean set before class-balanced subsampling); elsewhere the two sets are one.
+    """
     scored = [r for r in records if "precision" in r]
     if not scored:
         return {}
     last = max(r["epoch"] for r in scored)
     rows = [r for r in scored if r["epoch"] == last]
-    return {k: float(np.mean([r[k] for r in rows])) for k in ("precision", "recall", "f1")} | {"epoch": last}
+    out = {k: float(np.mean([r[k] for r in rows])) for k in ("precision", "recall", "f1")} | {"epoch": last}
+    return out | {"clean_set_f1": float(np.mean([r.get("gmm_f1", r["f1"]) for r in rows]))}
 
 
 def selection_curve(records: list[dict]) -> list[dict]:
@@ -379,7 +409,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
                "finished": len(done), "statuses": sorted({r["status"] for r in rs})}
         for k in _MEAN_KEYS:
             agg[k], agg[f"{k}_std"] = _mean_std([r.get(k) for r in done])
-        for k in ("precision", "recall", "f1"):
+        for k in ("precision", "recall", "f1", "clean_set_f1"):
             agg[f"selection_{k}"], _ = _mean_std([r.get("selection", {}).get(k) for r in done])
         out.append(agg)
     return out
@@ -398,14 +428,19 @@ def _pct(v: Optional[float]) -> str:
 
 def _cell_text(agg: Optional[dict]) -> list[str]:
     """The four columns of one noise group for one method."""
-    if agg is None or not agg["finished"]:
-        status = "failed" if agg and "failed" in agg["statuses"] else ("running" if agg and "running" in agg["statuses"] else "…")
+    if agg is None:
+        return ["not in grid", "", "", ""]
+    if not agg["finished"]:
+        status = "failed" if "failed" in agg["statuses"] else ("running" if "running" in agg["statuses"] else "…")
         return [status, "", "", ""]
     acc = f"{_pct(agg['best_test_acc'])} / {_pct(agg['last_test_acc'])}"
     if agg["seeds"] > 1:
         acc += f" (±{100 * (agg['best_test_acc_std'] or 0):.2f}, n={agg['finished']})"
     sel = ("—" if agg["selection_precision"] is None else
            f"{agg['selection_precision']:.3f} / {agg['selection_recall']:.3f} / {agg['selection_f1']:.3f}")
+    whole = agg.get("selection_clean_set_f1")
+    if whole is not None and abs(whole - agg["selection_f1"]) > 5e-4:
+        sel += f" (clean set F1 {whole:.3f})"
     auroc = "—" if agg["auroc"] is None else f"{agg['auroc']:.3f}"
     t = agg["time_train"]
     return [acc, f"{t:.1f}" if t < 10 else f"{t:.0f}", sel, auroc]
@@ -423,7 +458,8 @@ def results_markdown(results: dict) -> str:
              f"Common settings: `{json.dumps(common, sort_keys=True)}`; seeds: {spec['seeds']}.", "",
              "Accuracy: test accuracy (%) best / last over the logged epochs (mean over seeds). "
              "Time: wall seconds of the method itself, feature extraction excluded (features are cached and shared). "
-             "Selection: precision / recall / F1 of the last selection step against the true labels. "
+             "Selection: precision / recall / F1 of the last selection step against the true labels "
+             "(of the samples trained on; where that is a subsample, the detector's whole clean set's F1 follows). "
              "AUROC: the label-issue ranking against the truly wrong labels.", ""]
     for data in spec["data"]:
         for backbone in spec["backbones"]:

@@ -42,6 +42,7 @@ HELP = {
     "folder_labels_are_true": "with --labels: the folder names are true labels (enables precision/recall)",
     "seed": "seed for noise, splits, subsampling, data order and initialisation", "device": "auto, cpu, cuda, cuda:1…",
     "num_workers": "image decoding workers (default: cores − 1)", "cache_dir": "feature cache (default $NOISYFT_CACHE or ~/.cache/noisyft)",
+    "image_cache_mb": "memory (MiB) for decoded eval images, so per-epoch selection/evaluation passes skip decoding (0: off)",
     "out": "run directory (default runs/<method>-<config hash>; rerunning resumes it)", "progress": "show progress bars",
     "extra": "method-specific setting KEY=VALUE (repeatable)",
 }

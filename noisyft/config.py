@@ -17,7 +17,7 @@ from noisyft.backbones.base import OptimConfig
 from noisyft.errors import UserError
 
 # Fields that do not change a run's numbers (excluded from its identity).
-NON_RESULT_FIELDS = {"out", "progress", "num_workers", "cache_dir", "device"}
+NON_RESULT_FIELDS = {"out", "progress", "num_workers", "cache_dir", "device", "image_cache_mb"}
 
 
 @dataclass
@@ -52,6 +52,7 @@ class FitConfig:
     device: str = "auto"
     num_workers: Optional[int] = None
     cache_dir: Optional[str] = None
+    image_cache_mb: int = 2048             # memory for decoded eval images (repeated eval passes skip decoding; 0: off)
     out: Optional[str] = None              # run directory (default runs/<method>-<config hash>)
     progress: bool = True
     extra: dict = field(default_factory=dict)  # method-specific settings (e.g. {"keep_fraction": 0.5})

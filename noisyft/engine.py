@@ -96,6 +96,16 @@ def image_logits(model: nn.Module, data: LabeledSet, transform: Callable, *, dev
     return torch.cat(out) if out else torch.zeros(0)
 
 
+@torch.no_grad()
+def decoded_logits(model: nn.Module, images: torch.Tensor, norm: Callable, *, device: torch.device,
+                   batch_size: int = 128) -> torch.Tensor:
+    """Eval-mode logits for decoded uint8 images (see :mod:`noisyft.decoded`), normalised per batch on ``device``."""
+    model.eval()
+    out = [forward_features(model, norm(images[i: i + batch_size].to(device, non_blocking=True)), device).cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
 def train_mode(model: nn.Module, freeze_bn_stats: bool) -> None:
     """Training mode; with ``freeze_bn_stats`` BatchNorm keeps its pretrained running statistics.
 

@@ -55,6 +55,20 @@ def test_spec_expands_the_grid_and_names_cells_safely(tmp_path):
     assert spec.fit_config(Cell("demo", None, "test_vit", "ce-lp", 1), tmp_path).noise is None
 
 
+def test_per_method_grid_keys_restrict_that_method_only(tmp_path):
+    spec = BenchSpec.from_dict({"data": "demo", "noises": ["sym:0.6", "sym:0.9"], "backbones": "b", "seeds": [0, 1],
+                                "methods": ["turn", "dividemix-lp-img"], "image_size": 64,
+                                "per_method": {"dividemix-lp-img": {"noises": "sym:0.6", "seeds": [0], "epochs_lp": 7}}})
+    cells = spec.cells()
+    assert sorted((c.method, c.noise, c.seed) for c in cells) == [
+        ("dividemix-lp-img", "sym:0.6", 0), ("turn", "sym:0.6", 0), ("turn", "sym:0.6", 1),
+        ("turn", "sym:0.9", 0), ("turn", "sym:0.9", 1)]
+    img = next(c for c in cells if c.method == "dividemix-lp-img")
+    assert spec.fit_config(img, tmp_path).epochs_lp == 7  # its other keys stay per-method settings
+    with pytest.raises(UserError, match=r"per_method.turn.noises names asym:0.4"):
+        BenchSpec.from_dict({**spec.to_dict(), "per_method": {"turn": {"noises": ["asym:0.4"]}}})
+
+
 @pytest.mark.parametrize("bad, match", [
     ({"methods": ["dividemix"]}, "unknown method"),
     ({"image_sise": 64}, "image_size"),
@@ -181,6 +195,24 @@ def test_interrupted_grid_continues_without_rerunning_finished_cells(tiny_data, 
     assert [r["status"] for r in saved["cells"]] == ["done", "done"] and len(saved["table"]) == 2
     for png in ("accuracy_vs_time.png", "selection.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_marks_cells_outside_the_grid_and_a_subsample_s_clean_set():
+    from noisyft.bench import aggregate, results_markdown
+
+    spec = BenchSpec.from_dict({"data": "d", "noises": ["sym:0.6", "sym:0.9"], "backbones": "b", "seeds": [0],
+                                "methods": ["turn", "unicon-lp-img"], "per_method": {"unicon-lp-img": {"noises": ["sym:0.6"]}}})
+    done = dict(status="done", best_test_acc=0.5, last_test_acc=0.4, time_train=12.0, auroc=0.8, precision_at_k=None)
+    sel = {"turn": {"precision": 0.8, "recall": 0.4, "f1": 0.533, "clean_set_f1": 0.8},
+           "unicon-lp-img": {"precision": 0.7, "recall": 0.7, "f1": 0.7, "clean_set_f1": 0.7}}
+    rows = [{"cell": c.name, **vars(c), **done, "selection": sel[c.method]} for c in spec.cells()]
+    md = results_markdown({"spec": spec.to_dict(), "cells": rows, "table": aggregate(rows),
+                           "counts": {"done": len(rows), "failed": 0, "running": 0, "pending": 0}})
+    turn = next(l for l in md.splitlines() if l.startswith("| turn |"))
+    unicon = next(l for l in md.splitlines() if l.startswith("| unicon-lp-img |"))
+    assert turn.count("0.800 / 0.400 / 0.533 (clean set F1 0.800)") == 2
+    assert "0.700 / 0.700 / 0.700 |" in unicon and "clean set" not in unicon
+    assert unicon.split("|")[6].strip() == "not in grid"  # its sym:0.9 column group
 
 
 def test_cli_bench(tiny_data, tmp_path, capsys):

@@ -80,3 +80,23 @@ def test_extraction_with_worker_processes_matches_in_process(image_tree, tmp_pat
     a = extract_features(backbone, train.source, cache_dir=tmp_path / "a", batch_size=16, num_workers=0, progress=False)
     b = extract_features(backbone, train.source, cache_dir=tmp_path / "b", batch_size=16, num_workers=2, progress=False)
     assert np.allclose(a, b, atol=1e-5)
+
+
+def test_decoded_images_give_exactly_the_loader_logits(tmp_path):
+    """Eval passes from the in-memory uint8 images equal the decoding loader's, bit for bit (with a real resize)."""
+    from tests.conftest import write_tree
+    from noisyft.data.transforms import eval_transform, normalize
+    from noisyft.decoded import decode_images, decoded_bytes
+    from noisyft.engine import decoded_logits, image_logits
+
+    write_tree(tmp_path / "imgs", 7, size=37)  # odd size: the resize to 40 px and the centre crop both act
+    data = load_data(str(tmp_path / "imgs")).train
+    torch.manual_seed(0)
+    bb = create_backbone("test_efficientnet", pretrained=False, image_size=40)
+    images = decode_images(data, bb.preprocess, batch_size=8, num_workers=0, progress=False)
+    assert images.dtype == torch.uint8 and images.shape == (len(data), 3, 40, 40) and len(data) > 8
+    assert images.numel() == decoded_bytes(len(data), bb.preprocess)
+    dev = torch.device("cpu")
+    ref = image_logits(bb, data, eval_transform(bb.preprocess), device=dev, batch_size=8, num_workers=0, progress=False)
+    got = decoded_logits(bb, images, normalize(bb.preprocess), device=dev, batch_size=8)
+    assert torch.equal(ref, got)

@@ -99,3 +99,13 @@ def test_cli_fit_with_user_csv_labels(tmp_path):
     df = pd.read_csv(tmp_path / "run" / "label_issues.csv")
     top = set(df["id"].head(20))
     assert len(top & {paths[i] for i in wrong}) >= 12  # chance: ~4.4 of 20
+
+
+def test_in_memory_eval_images_change_no_result(turn_run, tmp_path):
+    """The decoded-image memory is a speed setting only: with it off, TURN's outputs are identical."""
+    root, res = turn_run
+    off = api.fit(data=str(root), noise="symflip:0.3", out=str(tmp_path / "off"), seed=3, image_cache_mb=0, **TINY)
+    key = lambda r: [(m["phase"], m["epoch"], m["test_acc"], m["train_loss"])
+                     for m in map(json.loads, (r.run_dir / "metrics.jsonl").read_text().splitlines())]
+    assert key(off) == key(res)
+    pd.testing.assert_frame_equal(pd.read_csv(off.run_dir / "label_issues.csv"), pd.read_csv(res.run_dir / "label_issues.csv"))

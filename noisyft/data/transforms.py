@@ -25,10 +25,24 @@ def _to_tensor(pre: Preprocess) -> list:
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(pre.mean, pre.std)]
 
 
+def eval_resize(pre: Preprocess) -> T.Compose:
+    """The geometric half of :func:`eval_transform`: PIL image → uint8 tensor at the backbone's size.
+
+    PIL resizes in uint8, so keeping this output loses nothing: :func:`normalize` of it gives
+    exactly :func:`eval_transform`'s tensor (what the in-memory eval images rely on).
+    """
+    return T.Compose([T.Resize(pre.size, interpolation=_interp(pre.interpolation), antialias=True),
+                      T.CenterCrop(pre.size), T.ToImage()])
+
+
+def normalize(pre: Preprocess) -> T.Compose:
+    """uint8 image tensor(s) → float32 scaled to [0, 1] and normalised with the backbone's mean/std."""
+    return T.Compose(_to_tensor(pre)[1:])
+
+
 def eval_transform(pre: Preprocess) -> T.Compose:
     """Deterministic preprocessing used for feature extraction, selection and testing."""
-    return T.Compose([T.Resize(pre.size, interpolation=_interp(pre.interpolation), antialias=True),
-                      T.CenterCrop(pre.size), *_to_tensor(pre)])
+    return T.Compose([*eval_resize(pre).transforms, *normalize(pre).transforms])
 
 
 def train_transform(pre: Preprocess, augment: str = "flip-affine") -> T.Compose:

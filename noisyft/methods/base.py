@@ -16,8 +16,9 @@ from torch import nn
 from noisyft.backbones.base import Backbone, Classifier, OptimConfig
 from noisyft.config import FitConfig
 from noisyft.data.base import LabeledSet
-from noisyft.data.transforms import eval_transform, train_transform
-from noisyft.engine import accuracy, generator, head_logits, image_logits, train_image_epoch
+from noisyft.data.transforms import eval_transform, normalize, train_transform
+from noisyft.decoded import decode_images, decoded_bytes
+from noisyft.engine import accuracy, decoded_logits, generator, head_logits, image_logits, train_image_epoch
 from noisyft.features import extract_features
 from noisyft.run import RunDir
 from noisyft.selection import selection_metrics
@@ -55,6 +56,7 @@ class Context:
     resume_state: Optional[dict] = None
     _features: dict = field(default_factory=dict, repr=False)  # split → memmap, looked up once per run
     _tensors: dict = field(default_factory=dict, repr=False)   # split → in-memory tensor of those features
+    _decoded: dict = field(default_factory=dict, repr=False)   # split → decoded uint8 images, or None (over budget)
 
     def resume(self, tag: str, **objects) -> int:
         """Load the checkpoint of loop ``tag`` into ``objects`` (modules, optimisers); return its epoch (0: none)."""
@@ -108,8 +110,22 @@ class Context:
             model.head.load_state_dict(head.state_dict())
         return model.to(self.device, memory_format=torch.channels_last)  # the layout extraction uses: same numbers
 
+    def decoded(self, split: str) -> Optional[torch.Tensor]:
+        """``split``'s images decoded once and kept in memory (None when over ``image_cache_mb``)."""
+        if split not in self._decoded:
+            data, c, pre = getattr(self, split), self.cfg, self.backbone.preprocess
+            used = sum(t.numel() for t in self._decoded.values() if t is not None)
+            fits = used + decoded_bytes(len(data), pre) <= c.image_cache_mb * 2 ** 20
+            self._decoded[split] = decode_images(data, pre, batch_size=c.batch_size, num_workers=c.num_workers,
+                                                 desc=f"decode:{split}", progress=c.progress) if fits else None
+        return self._decoded[split]
+
     def image_logits(self, model: nn.Module, split: str, desc: str = "") -> torch.Tensor:
-        c = self.cfg
+        """Eval-mode logits of the whole model on every image of ``split``, in index order."""
+        c, images = self.cfg, self.decoded(split)
+        if images is not None:
+            return decoded_logits(model, images, normalize(self.backbone.preprocess), device=self.device,
+                                  batch_size=c.batch_size)
         return image_logits(model, getattr(self, split), self.eval_tf(), device=self.device, batch_size=c.batch_size,
                             num_workers=c.num_workers, desc=desc or f"eval:{split}", progress=c.progress)
 
