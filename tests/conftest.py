@@ -31,10 +31,14 @@ def write_tree(root, per_class: int, seed: int = 0, size: int = 32, split: str |
     return paths
 
 
+def write_splits(root, train_per_class: int, test_per_class: int):
+    """``root/train`` and ``root/test`` trees (seeds 0 and 1); returns ``root``."""
+    write_tree(root, train_per_class, seed=0, split="train")
+    write_tree(root, test_per_class, seed=1, split="test")
+    return root
+
+
 @pytest.fixture
 def image_tree(tmp_path):
     """root/train/<class>/*.png (40 per class) and root/test/<class>/*.png (10 per class)."""
-    root = tmp_path / "imgs"
-    write_tree(root, 40, seed=0, split="train")
-    write_tree(root, 10, seed=1, split="test")
-    return root
+    return write_splits(tmp_path / "imgs", 40, 10)

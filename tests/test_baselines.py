@@ -243,12 +243,9 @@ NEW_METHODS = {  # method: (epochs_lp, extra, expected selection epochs)
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from tests.conftest import write_tree
+    from tests.conftest import write_splits
 
-    root = tmp_path_factory.mktemp("baselines") / "imgs"
-    write_tree(root, 16, seed=0, split="train")
-    write_tree(root, 4, seed=1, split="test")
-    return root
+    return write_splits(tmp_path_factory.mktemp("baselines") / "imgs", 16, 4)
 
 
 @pytest.mark.parametrize("method", list(NEW_METHODS))

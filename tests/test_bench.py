@@ -25,12 +25,9 @@ def _dead_pid() -> int:
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from tests.conftest import write_tree
+    from tests.conftest import write_splits
 
-    root = tmp_path_factory.mktemp("bench") / "imgs"
-    write_tree(root, 12, seed=0, split="train")
-    write_tree(root, 4, seed=1, split="test")
-    return root
+    return write_splits(tmp_path_factory.mktemp("bench") / "imgs", 12, 4)
 
 
 def _spec(data, methods=("ce-lp", "small-loss-lp")) -> BenchSpec:

@@ -291,12 +291,9 @@ def test_settings_defaults_and_errors(tmp_path, clip_dir):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    from tests.conftest import write_tree
+    from tests.conftest import write_splits
 
-    root = tmp_path_factory.mktemp("deft-e2e") / "imgs"
-    write_tree(root, 16, seed=0, split="train")
-    write_tree(root, 6, seed=1, split="test")
-    return root
+    return write_splits(tmp_path_factory.mktemp("deft-e2e") / "imgs", 16, 6)
 
 
 def _records(path):

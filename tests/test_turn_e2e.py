@@ -15,11 +15,9 @@ TINY = dict(backbone="test_efficientnet", pretrained=False, image_size=32, epoch
 
 @pytest.fixture(scope="module")
 def turn_run(tmp_path_factory):
-    from tests.conftest import write_tree
+    from tests.conftest import write_splits
 
-    root = tmp_path_factory.mktemp("e2e") / "imgs"
-    write_tree(root, 40, seed=0, split="train")
-    write_tree(root, 10, seed=1, split="test")
+    root = write_splits(tmp_path_factory.mktemp("e2e") / "imgs", 40, 10)
     res = api.fit(data=str(root), noise="symflip:0.3", out=str(root.parent / "run"), seed=3, **TINY)
     return root, res
 
