@@ -106,10 +106,14 @@ def _print_result(res, top: int = 10) -> None:
     print(f"\nMost suspect labels (of {len(issues)}; full table in {res.run_dir / 'label_issues.csv'}):")
     print(issues[cols].head(top).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     parts = [f"run: {res.run_dir}"]
-    if "best_test_acc" in s:
-        parts.append(f"test acc best {s['best_test_acc']:.4f} last {s['last_test_acc']:.4f}")
-    if "val_selected_test_acc" in s:
-        parts.append(f"val-selected {s['val_selected_test_acc']:.4f} ({s['val_selected_epoch']})")
+    from noisyft.headline import accuracy_summary, headline_text
+
+    # a run finished before summary.json had per-phase blocks: recompute them from its metrics log
+    metrics = res.run_dir / "metrics.jsonl"
+    acc = s if "test_acc" in s or not metrics.exists() else accuracy_summary(
+        [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()])
+    if headline_text(acc):
+        parts.append(headline_text(acc))
     if s.get("selection"):
         last = s["selection"][-1]
         if "precision" in last:

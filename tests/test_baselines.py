@@ -271,5 +271,7 @@ def test_method_runs_end_to_end(tiny_data, tmp_path, method):
         assert selection[0]["n_issues"] > 0 and selection[0]["selected"] + selection[0]["n_issues"] == 48
         assert issues["is_label_issue"].sum() == selection[0]["n_issues"]  # cleanlab's own verdict, not a threshold
     s = res.summary
-    assert {"best_test_acc", "last_test_acc", "timings", "detection"} <= set(s) and "auroc" in s["detection"]
+    assert {"test_acc", "timings", "detection"} <= set(s) and "auroc" in s["detection"]
+    delivered = [m for m in metrics if m["phase"] == ("fft" if fft else "lp")]
+    assert s["delivered_phase"] == delivered[-1]["phase"] and s["test_acc"] == delivered[-1]["test_acc"]
 

@@ -182,12 +182,15 @@ def test_interrupted_grid_continues_without_rerunning_finished_cells(tiny_data, 
 
     rows = {r["method"]: r for r in res["cells"]}
     for r in rows.values():
-        assert 0 <= r["last_test_acc"] <= r["best_test_acc"] <= 1 and r["time_train"] > 0 and r["auroc"] is not None
+        assert 0 <= r["last_test_acc"] <= r["probe_best_test_acc"] <= 1 and r["time_train"] > 0 and r["auroc"] is not None
+        assert r["test_acc"] == r["last_test_acc"] and r["test_acc_rule"] == "last epoch"  # no validation split
     assert rows["ce-lp"]["selection"] == {} and rows["small-loss-lp"]["selection"]["epoch"] == 3
     assert [p["epoch"] for p in rows["small-loss-lp"]["selection_curve"]] == [2, 3]
     md = (tmp_path / "results.md").read_text()
-    assert "symflip:0.3 best / last" in md and "| ce-lp |" in md and "| small-loss-lp |" in md
-    assert f"{100 * rows['ce-lp']['best_test_acc']:.2f} / {100 * rows['ce-lp']['last_test_acc']:.2f}" in md
+    assert "symflip:0.3 acc (last epoch)" in md and "| ce-lp |" in md and "| small-loss-lp |" in md
+    ce = next(l for l in md.splitlines() if l.startswith("| ce-lp |")).split("|")
+    assert ce[2].strip().strip("*") == f"{100 * rows['ce-lp']['test_acc']:.2f}"
+    assert ce[4].strip() == f"{100 * rows['ce-lp']['probe_best_test_acc']:.2f}" and ce[3].strip() == "—"  # no FFT phase
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [r["status"] for r in saved["cells"]] == ["done", "done"] and len(saved["table"]) == 2
     for png in ("accuracy_vs_time.png", "selection.png"):
@@ -199,7 +202,7 @@ def test_table_marks_cells_outside_the_grid_and_a_subsample_s_clean_set():
 
     spec = BenchSpec.from_dict({"data": "d", "noises": ["sym:0.6", "sym:0.9"], "backbones": "b", "seeds": [0],
                                 "methods": ["turn", "unicon-lp-img"], "per_method": {"unicon-lp-img": {"noises": ["sym:0.6"]}}})
-    done = dict(status="done", best_test_acc=0.5, last_test_acc=0.4, time_train=12.0, auroc=0.8, precision_at_k=None)
+    done = dict(status="done", test_acc=0.4, last_test_acc=0.4, time_train=12.0, auroc=0.8, precision_at_k=None)
     sel = {"turn": {"precision": 0.8, "recall": 0.4, "f1": 0.533, "clean_set_f1": 0.8},
            "unicon-lp-img": {"precision": 0.7, "recall": 0.7, "f1": 0.7, "clean_set_f1": 0.7}}
     rows = [{"cell": c.name, **vars(c), **done, "selection": sel[c.method]} for c in spec.cells()]
@@ -209,7 +212,7 @@ def test_table_marks_cells_outside_the_grid_and_a_subsample_s_clean_set():
     unicon = next(l for l in md.splitlines() if l.startswith("| unicon-lp-img |"))
     assert turn.count("0.800 / 0.400 / 0.533 (clean set F1 0.800)") == 2
     assert "0.700 / 0.700 / 0.700 |" in unicon and "clean set" not in unicon
-    assert unicon.split("|")[6].strip() == "not in grid"  # its sym:0.9 column group
+    assert unicon.split("|")[8].strip() == "not in grid"  # its sym:0.9 column group
 
 
 def test_cli_bench(tiny_data, tmp_path, capsys):
@@ -220,3 +223,79 @@ def test_cli_bench(tiny_data, tmp_path, capsys):
     assert "| ce-lp |" in capsys.readouterr().out and (tmp_path / "b" / "results.json").exists()
     assert not (tmp_path / "b" / "selection.png").exists()
     assert main(["bench", "--out", str(tmp_path / "c")]) == 2  # neither a grid nor --quick
+
+
+def _synthetic(spec: BenchSpec, values: dict) -> dict:
+    """results for ``spec`` with ``values[(method, noise)]`` as each finished cell's numbers."""
+    from noisyft.bench import aggregate
+
+    base = dict(status="done", time_train=12.0, precision_at_k=None, selection={}, test_acc_rule="val-selected")
+    rows = [{"cell": c.name, **vars(c), **base, **values[(c.method, c.noise)]} for c in spec.cells()]
+    return {"spec": spec.to_dict(), "cells": rows, "table": aggregate(rows),
+            "counts": {"done": len(rows), "failed": 0, "running": 0, "pending": 0}}
+
+
+def test_table_headline_is_val_selected_and_marks_each_setting_s_winner():
+    """The probe's best epoch (TURN's 70.00) is a secondary column: the winner is chosen on the headline."""
+    from noisyft.bench import results_markdown
+
+    spec = BenchSpec.from_dict({"data": "d", "noises": ["sym:0.6", "sym:0.9"], "backbones": "b", "seeds": [0],
+                                "methods": ["turn", "ce-fft", "ce-lp"], "val_fraction": 0.1})
+    ft = lambda head, best, last, auroc, probe=None: dict(
+        test_acc=head, fine_tuned_best_test_acc=best, fine_tuned_last_test_acc=last, probe_best_test_acc=probe,
+        auroc=auroc)
+    md = results_markdown(_synthetic(spec, {
+        ("turn", "sym:0.6"): ft(0.60, 0.62, 0.58, 0.91, probe=0.70), ("turn", "sym:0.9"): ft(0.30, 0.31, 0.25, 0.60, probe=0.35),
+        ("ce-fft", "sym:0.6"): ft(0.64, 0.65, 0.63, 0.85), ("ce-fft", "sym:0.9"): ft(0.22, 0.24, 0.20, 0.62),
+        ("ce-lp", "sym:0.6"): dict(test_acc=0.55, probe_best_test_acc=0.56, auroc=0.91),
+        ("ce-lp", "sym:0.9"): dict(test_acc=0.24, probe_best_test_acc=0.25, auroc=0.50)}))
+    lines = md.splitlines()
+    header = next(l for l in lines if l.startswith("| Method |")).split("|")
+    assert header[2].strip() == "sym:0.6 acc (val-selected)" and header[8].strip() == "sym:0.9 acc (val-selected)"
+    row = {name: next(l for l in lines if l.startswith(f"| {name} |")).split("|") for name in spec.methods}
+    # sym:0.6: CE-FFT wins on accuracy though TURN's probe reached 70; TURN and CE-LP tie on AUROC (both bold)
+    assert [row[m][2].strip() for m in spec.methods] == ["60.00", "**64.00**", "55.00"]
+    assert row["turn"][3].strip() == "62.00 / 58.00" and row["turn"][4].strip() == "70.00"
+    assert row["ce-lp"][3].strip() == "—" and row["ce-fft"][4].strip() == "—"
+    assert [row[m][7].strip() for m in spec.methods] == ["**0.910**", "0.850", "**0.910**"]
+    # sym:0.9: TURN wins on accuracy, CE-FFT on AUROC
+    assert [row[m][8].strip() for m in spec.methods] == ["**30.00**", "22.00", "24.00"]
+    assert [row[m][13].strip() for m in spec.methods] == ["0.600", "**0.620**", "0.500"]
+    assert "best / last over the logged epochs" not in md
+
+
+def test_table_without_validation_heads_with_last_epoch_and_flags_a_mismatched_rule():
+    from noisyft.bench import results_markdown
+
+    spec = BenchSpec.from_dict({"data": "d", "noises": ["sym:0.6"], "backbones": "b", "seeds": [0],
+                                "methods": ["turn", "ce-fft"]})
+    md = results_markdown(_synthetic(spec, {
+        ("turn", "sym:0.6"): dict(test_acc=0.5, test_acc_rule="last epoch", auroc=None),
+        ("ce-fft", "sym:0.6"): dict(test_acc=0.6, test_acc_rule="val-selected", auroc=None)}))
+    assert "| sym:0.6 acc (last epoch) |" in md
+    assert "| turn | 50.00 |" in md and "| ce-fft | **60.00** (val-selected) |" in md
+
+
+def test_collect_only_tabulates_runs_finished_by_older_code(tmp_path, capsys):
+    """An old summary.json (best over every epoch, no per-phase keys): the columns come from metrics.jsonl."""
+    spec = BenchSpec.from_dict({"data": "d", "noises": ["sym:0.6"], "backbones": "b", "seeds": [0],
+                                "methods": ["turn"], "val_fraction": 0.1})
+    d = cell_dir(tmp_path, spec.cells()[0])
+    d.mkdir(parents=True)
+    metrics = [{"phase": "lp", "epoch": 1, "val_acc": 0.50, "test_acc": 0.60},
+               {"phase": "lp", "epoch": 2, "val_acc": 0.70, "test_acc": 0.65},
+               {"phase": "fft", "epoch": 1, "val_acc": 0.55, "test_acc": 0.61},
+               {"phase": "fft", "epoch": 2, "val_acc": 0.52, "test_acc": 0.62}]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    (d / "summary.json").write_text(json.dumps({"best_test_acc": 0.65, "last_test_acc": 0.62, "val_selected_test_acc": 0.65,
+                                                "timings": {"total": 10.0, "extraction": 2.0}, "detection": {"auroc": 0.9}}))
+    (d / "label_issues.csv").write_text("rank\n1\n")
+    (d / "state.json").write_text(json.dumps({"finished": ["done"]}))
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(spec.to_dict()))
+    assert main(["bench", "--config", str(tmp_path / "grid.yaml"), "--out", str(tmp_path), "--collect-only",
+                 "--no-plots"]) == 0
+    row = json.loads((tmp_path / "results.json").read_text())["cells"][0]
+    # the fine-tuned model's validation pick (fft:1), not the probe's lp:2 that the old summary called the accuracy
+    assert (row["test_acc"], row["test_acc_epoch"], row["test_acc_rule"]) == (0.61, "fft:1", "val-selected")
+    assert (row["fine_tuned_best_test_acc"], row["fine_tuned_last_test_acc"], row["probe_best_test_acc"]) == (0.62, 0.62, 0.65)
+    assert "| turn | **61.00** | 62.00 / 62.00 | 65.00 |" in (tmp_path / "results.md").read_text()

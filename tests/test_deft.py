@@ -324,7 +324,9 @@ def test_cli_fit_deft_writes_every_output(images, clip_dir, tmp_path):
     assert (issues["is_label_issue"] == (issues["label_quality"] <= 0.5)).all()  # the detector's own rule
     assert (~issues["is_label_issue"]).sum() == sel[-1]["selected"]
     summary = json.loads((out / "summary.json").read_text())
-    assert {"best_test_acc", "last_test_acc", "selection", "detection"} <= set(summary)
+    assert {"test_acc", "fine_tuned", "detector", "selection", "detection"} <= set(summary)
+    assert summary["detector"]["last_test_acc"] == metrics[1]["detector_test_acc"]  # the detector's numbers kept apart
+    assert summary["test_acc"] == metrics[-1]["test_acc"] and summary["delivered_phase"] == "fft"
     assert {"detect", "selection", "fft"} <= set(summary["timings"])
     assert json.loads((out / "deft.json").read_text())["clip"] == clip_dir
 

@@ -75,8 +75,10 @@ def test_report_embeds_every_figure(turn_run):
         w, h = _valid_png(data)
         assert w > 200 and h > 150, name
     assert "could not be produced" not in page and "could not be loaded" not in page
-    for key in ("best test acc", "auroc", "precision", "Timings"):
+    for key in ("test acc (last epoch, fft:2)", "Test accuracy by phase", "linear probe", "fine-tuned", "auroc",
+                "precision", "Timings"):
         assert key in page
+    assert "best test acc" not in page  # no accuracy over probe and fine-tuned epochs together
 
 
 def test_report_links_per_class_histograms(turn_run):

@@ -41,7 +41,51 @@ def test_turn_writes_every_output(turn_run):
     assert noise["kind"] == "symflip" and 0.2 < noise["realised_rate"] < 0.4
     assert "head.weight" in load_file(str(d / "model.safetensors"))
     s = res.summary
-    assert s["best_test_acc"] >= s["last_test_acc"] and s["best_test_acc"] > 0.6
+    assert s["fine_tuned"]["best_test_acc"] >= s["test_acc"] > 0.6
+
+
+def _max_acc(metrics: list[dict], phase: str) -> float:
+    return max(m["test_acc"] for m in metrics if m["phase"] == phase)
+
+
+def test_summary_keeps_the_probe_apart_from_the_fine_tuned_model(turn_run):
+    """The probe's best epoch is not TURN's accuracy: probe and fine-tuned numbers come from their own epochs."""
+    _, res = turn_run
+    s = json.loads((res.run_dir / "summary.json").read_text())
+    metrics = [json.loads(l) for l in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    lp = [m for m in metrics if m["phase"] == "lp"]
+    fft = [m for m in metrics if m["phase"] == "fft"]
+    assert s["probe"]["best_test_acc"] == _max_acc(metrics, "lp") and s["probe"]["last_test_acc"] == lp[-1]["test_acc"]
+    assert s["fine_tuned"]["best_test_acc"] == _max_acc(metrics, "fft")
+    assert s["fine_tuned"]["last_test_acc"] == fft[-1]["test_acc"] and s["fine_tuned"]["epochs"] == 2
+    # no validation split: the headline is the delivered (last fine-tuned) model's accuracy
+    assert (s["delivered_phase"], s["test_acc_rule"], s["test_acc_epoch"]) == ("fft", "last epoch", "fft:2")
+    assert s["test_acc"] == fft[-1]["test_acc"]
+    assert not {"best_test_acc", "last_test_acc", "val_selected_test_acc"} & set(s)  # the old mixed keys are gone
+
+
+def test_val_selected_headline_and_console_line(tmp_path, capsys):
+    """With --val-fraction the headline is the fine-tuned epoch the noisy validation split picks, never a probe epoch."""
+    from tests.conftest import write_splits
+
+    root = write_splits(tmp_path / "imgs", 20, 5)
+    argv = ["fit", "--data", str(root), "--noise", "symflip:0.3", "--val-fraction", "0.25", "--out", str(tmp_path / "run"),
+            "--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--epochs-lp", "4",
+            "--epochs-fft", "2", "--batch-size", "32", "--num-workers", "0", "--no-progress", "--lp-optim", "adamw:1e-2:1e-5"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    metrics = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    fft = [m for m in metrics if m["phase"] == "fft"]
+    chosen = max(fft, key=lambda m: m["val_acc"])
+    assert s["test_acc_rule"] == "val-selected" and s["test_acc_epoch"] == f"fft:{chosen['epoch']}"
+    assert s["test_acc"] == chosen["test_acc"] == s["fine_tuned"]["val_selected_test_acc"]
+    lp_chosen = max((m for m in metrics if m["phase"] == "lp"), key=lambda m: m["val_acc"])
+    assert s["probe"]["val_selected_epoch"] == f"lp:{lp_chosen['epoch']}"
+    line = next(l for l in out.splitlines() if "test acc" in l)
+    assert (f"test acc {100 * fft[-1]['test_acc']:.1f} (last epoch; val-selected {100 * chosen['test_acc']:.1f} "
+            f"@ fft:{chosen['epoch']}) | probe best {100 * _max_acc(metrics, 'lp'):.1f} | fine-tuned best/last "
+            f"{100 * _max_acc(metrics, 'fft'):.1f}/{100 * fft[-1]['test_acc']:.1f}") in line
 
 
 def test_label_issues_rank_wrong_labels_first(turn_run):

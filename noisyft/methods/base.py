@@ -30,13 +30,15 @@ class MethodOutput:
 
     ``clean_prob`` lets a detector give its own clean probability per sample; when
     None, the label-issue report fits the per-class GMM to the final losses.
-    ``is_issue`` lets it give its own flags (cleanlab's rule is not a threshold).
+    ``is_issue`` gives the method's own flags wherever its rule is not ``clean_prob ≤ τ``
+    (DivideMix's p_threshold, UNICON's uniform JSD selection, cleanlab's and DEFT's verdicts);
+    what both mean for a method is its ``LABEL_QUALITY`` (see :func:`label_quality_doc`).
     """
 
     model: nn.Module
     train_logits: torch.Tensor
     clean_prob: Optional[np.ndarray] = None
-    is_issue: Optional[np.ndarray] = None  # a detector's own flags; default: clean_prob <= τ
+    is_issue: Optional[np.ndarray] = None  # the method's own flags; default: clean_prob <= τ
     info: dict = field(default_factory=dict)
 
 
@@ -169,3 +171,25 @@ class Context:
             rec.update(selection_metrics(selected, self.train.labels, self.train.true_labels))
         self.run.log("selection", rec)
         return rec
+
+
+# what label_quality / is_label_issue mean for the methods that leave both to the report's default
+GMM_LABEL_QUALITY = ("label_quality: posterior of the low-loss component of the per-class 2-component GMM on the "
+                     "final model's CE losses; is_label_issue: label_quality ≤ τ (--tau, 0.6)")
+
+
+def label_quality_doc(text: str):
+    """Decorator: what ``label_quality`` and ``is_label_issue`` mean for a method, one uniform line.
+
+    ``text`` reads ``label_quality: …; is_label_issue: …``; it becomes the function's ``LABEL_QUALITY``
+    attribute (``noisyft methods`` prints it) and the last paragraph of its docstring.
+    """
+    if not text.startswith("label_quality: ") or "; is_label_issue: " not in text:
+        raise ValueError(f"a label-quality line reads 'label_quality: ...; is_label_issue: ...', got {text!r}")
+
+    def deco(fn):
+        fn.LABEL_QUALITY = text
+        fn.__doc__ = f"{(fn.__doc__ or '').rstrip()}\n\n{text}"
+        return fn
+
+    return deco

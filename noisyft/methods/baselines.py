@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from noisyft.engine import head_logits
 from noisyft.losses import create_loss
-from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.base import GMM_LABEL_QUALITY, Context, MethodOutput, label_quality_doc
 from noisyft.methods.linear_probe import linear_probe
 from noisyft.methods.registry import METHODS
 
@@ -50,5 +50,5 @@ def _fft(loss: str):
 
 
 for _loss in _LOSS_KW:
-    METHODS.register(f"{_loss}-lp")(_lp(_loss))
-    METHODS.register(f"{_loss}-fft")(_fft(_loss))
+    METHODS.register(f"{_loss}-lp")(label_quality_doc(GMM_LABEL_QUALITY)(_lp(_loss)))
+    METHODS.register(f"{_loss}-fft")(label_quality_doc(GMM_LABEL_QUALITY)(_fft(_loss)))

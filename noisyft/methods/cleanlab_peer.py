@@ -27,7 +27,7 @@ from torch import nn
 
 from noisyft.engine import generator, head_logits, train_head_epoch
 from noisyft.losses import create_loss
-from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.baselines import BASELINE_FFT_EPOCHS
 from noisyft.methods.registry import METHODS
 
@@ -91,7 +91,13 @@ def _flags(ctx: Context, kept: np.ndarray) -> np.ndarray:
     return flags
 
 
+CLEANLAB_LABEL_QUALITY = ("label_quality: cleanlab's get_label_quality_scores, self-confidence (the out-of-fold "
+                          "linear probes' probability of the given label); is_label_issue: cleanlab.filter."
+                          "find_label_issues' verdict (prune_by_noise_rate), the samples training leaves out")
+
+
 @METHODS.register("cleanlab")
+@label_quality_doc(CLEANLAB_LABEL_QUALITY)
 def cleanlab_lp(ctx: Context) -> MethodOutput:
     """cleanlab find_label_issues on out-of-fold LP probabilities; an LP head on the kept samples."""
     feats, kept, quality = _prepare(ctx, log=True)
@@ -102,6 +108,7 @@ def cleanlab_lp(ctx: Context) -> MethodOutput:
 
 
 @METHODS.register("cleanlab-fft")
+@label_quality_doc(CLEANLAB_LABEL_QUALITY)
 def cleanlab_fft(ctx: Context) -> MethodOutput:
     """cleanlab find_label_issues on out-of-fold LP probabilities; full fine-tuning with CE on the kept samples."""
     cfg = ctx.cfg

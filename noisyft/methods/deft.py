@@ -56,7 +56,7 @@ from noisyft.errors import UserError
 from noisyft.faults import maybe_die
 from noisyft.features import make_loader
 from noisyft.losses import SCE, create_loss
-from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.prompts import DualPromptDetector
 from noisyft.methods.registry import METHODS
 
@@ -472,12 +472,17 @@ def _two_phase(ctx: Context, detect) -> MethodOutput:
 
 
 @METHODS.register("deft")
+@label_quality_doc("label_quality: the dual-prompt detector's p_clean = softmax([pos_ȳ, neg_ȳ])[0] for the given label "
+                   "ȳ; is_label_issue: the detector's verdict, not clean (p_clean ≤ 0.5; with real_noise also when "
+                   "argmax pos ≠ ȳ), the samples fine-tuning leaves out")
 def deft(ctx: Context) -> MethodOutput:
     """DEFT: dual-prompt CLIP detector (PEFT), then full fine-tuning of the backbone on the clean subset."""
     return _two_phase(ctx, run_detector)
 
 
 @METHODS.register("clip-label-match")
+@label_quality_doc("label_quality: CLIP's zero-shot probability of the given label; is_label_issue: CLIP's zero-shot "
+                   "prediction differs from the given label (the samples fine-tuning leaves out)")
 def clip_label_match(ctx: Context) -> MethodOutput:
     """CLIP zero-shot label match as the detector, then DEFT's phase 2 on the matching samples."""
     return _two_phase(ctx, zero_shot_detection)

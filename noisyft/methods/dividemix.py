@@ -23,8 +23,10 @@ values), ``rampup`` (16 epochs, DivideMix's constant), ``sharpen_T`` (0.5),
 ``mix_alpha`` (4), and the feature-mode augmentation strengths ``feat_noise``
 (0.1) and ``feat_dropout`` (0.1). The batch is half of ``batch_size`` (the TURN
 paper halves it for the two loaders). The report's clean probability is the
-mean of the two heads' final GMM posteriors; the model is the averaged head
-(its argmax equals the summed-logit ensemble both papers test with).
+mean of the two heads' final GMM posteriors and a label issue is what
+DivideMix's own rule would leave unlabelled: that mean ≤ ``p_threshold``; the
+model is the averaged head (its argmax equals the summed-logit ensemble both
+papers test with).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 
 from noisyft.losses import per_sample_ce
-from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.mixmatch import (MixSettings, Split, feature_logits, noise_rate, two_head_output,
                                       two_head_training)
 from noisyft.methods.registry import METHODS
@@ -53,9 +55,14 @@ def gmm_clean_prob(losses: np.ndarray) -> np.ndarray:
     return fit_per_class_gmm(losses, np.zeros(len(losses), dtype=np.int64), 1, normalize="global").clean_prob
 
 
+def is_clean(prob: np.ndarray, p_threshold: float) -> np.ndarray:
+    """DivideMix's clean rule: clean probability above ``p_threshold`` (the rest is unlabelled / a label issue)."""
+    return np.asarray(prob) > p_threshold
+
+
 def divide(prob: np.ndarray, p_threshold: float) -> Split:
     """Labelled = clean probability above ``p_threshold`` (weighted by it); the rest is unlabelled."""
-    clean = np.asarray(prob) > p_threshold
+    clean = is_clean(prob, p_threshold)
     return Split(np.flatnonzero(clean), np.asarray(prob)[clean], np.flatnonzero(~clean))
 
 
@@ -104,11 +111,16 @@ def _dividemix(image_mode: bool):
         feats = ctx.feature_tensor("train")
         with ctx.run.phase("selection"):
             clean_prob = np.mean(head_clean_probs(ctx, heads, feats), axis=0)
-        return two_head_output(ctx, heads, clean_prob)
+        return two_head_output(ctx, heads, clean_prob, is_issue=~is_clean(clean_prob, p_threshold))
 
     run.__doc__ = ("DivideMix as LP: two heads, GMM co-divide, MixMatch on "
                    + ("augmented images through the frozen backbone." if image_mode else "cached features (feature-space augmentation)."))
-    return run
+    return label_quality_doc(DIVIDEMIX_LABEL_QUALITY)(run)
+
+
+DIVIDEMIX_LABEL_QUALITY = ("label_quality: mean of the two heads' clean posteriors, each from one global 2-component "
+                           "GMM on that head's CE losses; is_label_issue: label_quality ≤ p_threshold (0.5; 0.6 at "
+                           "noise ≥ 0.9), DivideMix's rule for leaving a sample unlabelled")
 
 
 METHODS.register("dividemix-lp")(_dividemix(False))

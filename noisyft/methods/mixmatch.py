@@ -379,11 +379,13 @@ def feature_logits(head: nn.Linear, feats: torch.Tensor) -> torch.Tensor:
     return head(feats).float().cpu()
 
 
-def two_head_output(ctx: Context, heads: tuple[nn.Linear, nn.Linear], clean_prob: Optional[np.ndarray]) -> MethodOutput:
-    """The ensemble (averaged head) as the model, its logits on the cached training features, and the detector's score."""
+def two_head_output(ctx: Context, heads: tuple[nn.Linear, nn.Linear], clean_prob: Optional[np.ndarray],
+                    is_issue: Optional[np.ndarray] = None) -> MethodOutput:
+    """The ensemble (averaged head) as the model, its logits on the cached training features, the detector's
+    score and its own verdict (``is_issue``: the samples its clean rule would leave unlabelled)."""
     head = average_head(*heads)
     logits = head_logits(head, ctx.features("train"), ctx.device)
-    return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=clean_prob)
+    return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=clean_prob, is_issue=is_issue)
 
 
 def noise_rate(noise: Optional[str]) -> Optional[float]:

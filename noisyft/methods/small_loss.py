@@ -23,7 +23,7 @@ from torch import nn
 
 from noisyft.engine import generator, head_logits, train_head_epoch
 from noisyft.losses import create_loss, per_sample_ce
-from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.base import GMM_LABEL_QUALITY, Context, MethodOutput, label_quality_doc
 from noisyft.methods.baselines import BASELINE_FFT_EPOCHS
 from noisyft.methods.registry import METHODS
 from noisyft.selection import small_loss_selection
@@ -39,6 +39,7 @@ def keep_small_loss(ctx: Context, logits: torch.Tensor, epoch: int) -> np.ndarra
 
 
 @METHODS.register("small-loss-lp")
+@label_quality_doc(GMM_LABEL_QUALITY)
 def small_loss_lp(ctx: Context) -> MethodOutput:
     """Small-loss LP: CE warm-up, then per-epoch per-class lowest-loss selection on cached features."""
     cfg = ctx.cfg
@@ -66,6 +67,7 @@ def small_loss_lp(ctx: Context) -> MethodOutput:
 
 
 @METHODS.register("small-loss-fft")
+@label_quality_doc(GMM_LABEL_QUALITY)
 def small_loss_fft(ctx: Context) -> MethodOutput:
     """Small-loss FFT: the whole model, CE warm-up epoch(s), then per-epoch per-class lowest-loss selection."""
     cfg = ctx.cfg

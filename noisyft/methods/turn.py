@@ -9,6 +9,11 @@ class; samples whose low-mean-component posterior exceeds τ are clean; N_min of
 them per class are drawn uniformly; one epoch of full fine-tuning with CE on that
 balanced subset. The first selection uses the cached features (the backbone has
 not moved yet), so it costs no image pass.
+
+label_quality: the low-loss-component posterior of the per-class GMM on the
+final fine-tuned model's CE losses; is_label_issue: label_quality ≤ τ, the rule
+that keeps a sample out of TURN's fine-tuning subset (the report's default, so
+TURN passes neither).
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import torch
 
 from noisyft.engine import head_logits
 from noisyft.losses import create_loss, per_sample_ce
-from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.linear_probe import linear_probe
 from noisyft.methods.registry import METHODS
 from noisyft.report.losses import save_losses
@@ -53,6 +58,9 @@ def gmm_selection(ctx: Context, logits: torch.Tensor, epoch: int, rng: np.random
 
 
 @METHODS.register("turn")
+@label_quality_doc("label_quality: posterior of the low-loss component of the per-class 2-component GMM on the final "
+                   "fine-tuned model's CE losses; is_label_issue: label_quality ≤ τ (--tau, 0.6), the rule that keeps a "
+                   "sample out of TURN's fine-tuning subset")
 def turn(ctx: Context) -> MethodOutput:
     """TURN: LP with GCE, then E_FFT rounds of GMM selection + balanced full fine-tuning."""
     cfg = ctx.cfg

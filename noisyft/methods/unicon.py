@@ -30,7 +30,8 @@ Settings (``extra``): ``warmup`` (5), ``sr`` (None: from the threshold),
 ``contrast_T`` (0.05), ``rampup`` (16), ``sharpen_T`` (0.5), ``mix_alpha`` (4),
 ``feat_noise``/``feat_dropout`` (0.1/0.1), ``feat_noise_strong``/
 ``feat_dropout_strong`` (0.2/0.3). The report's clean probability is 1 − JSD of
-the final heads.
+the final heads and a label issue is a sample UNICON's own selection (the uniform
+selection above, run on the final heads) would leave unlabelled.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.mixmatch import MixSettings, Split, feature_logits, two_head_output, two_head_training
 from noisyft.methods.registry import METHODS
 from noisyft.selection import selection_metrics
@@ -145,17 +146,26 @@ def _unicon(image_mode: bool):
         settings = MixSettings(T=float(e.get("sharpen_T", 0.5)), alpha=float(e.get("mix_alpha", 4.0)),
                                lambda_u=float(e.get("lambda_u", 30.0)), rampup=float(e.get("rampup", 16.0)),
                                warmup=int(e.get("warmup", 5)), strong_mix=True, extra_loss=contrastive)
-        sr = e.get("sr")
-        split_fn = _split_fn(ctx, None if sr is None else float(sr), float(e.get("d_u", 0.7)), float(e.get("jsd_tau", 5.0)))
+        sr = None if e.get("sr") is None else float(e["sr"])
+        d_u, jsd_tau = float(e.get("d_u", 0.7)), float(e.get("jsd_tau", 5.0))
+        split_fn = _split_fn(ctx, sr, d_u, jsd_tau)
         heads = two_head_training(ctx, "unicon-img" if image_mode else "unicon", split_fn, settings, image_mode)
         feats = ctx.feature_tensor("train")
         with ctx.run.phase("selection"):
-            clean_prob = 1.0 - mean_jsd(heads, feats, ctx.train.labels)
-        return two_head_output(ctx, heads, clean_prob)
+            jsd = mean_jsd(heads, feats, ctx.train.labels)
+            final, _, _ = unicon_split(jsd, ctx.train.labels, ctx.num_classes, sr=sr, d_u=d_u, tau=jsd_tau)
+        is_issue = np.ones(len(jsd), dtype=bool)
+        is_issue[final.labelled] = False
+        return two_head_output(ctx, heads, 1.0 - jsd, is_issue=is_issue)
 
     run.__doc__ = ("UNICON as LP: JSD uniform selection, MixMatch + contrastive on "
                    + ("augmented images through the frozen backbone." if image_mode else "cached features (feature-space augmentation)."))
-    return run
+    return label_quality_doc(UNICON_LABEL_QUALITY)(run)
+
+
+UNICON_LABEL_QUALITY = ("label_quality: 1 − JSD (base 2) between the two final heads' mean prediction and the given "
+                        "label; is_label_issue: left out of UNICON's uniform selection on the final heads (per class, "
+                        "the int(SR·N/C) lowest-JSD samples are clean; SR = share below the mean-JSD threshold)")
 
 
 METHODS.register("unicon-lp")(_unicon(False))

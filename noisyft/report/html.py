@@ -133,11 +133,23 @@ def _table(rows: list[tuple], header: Optional[tuple] = None) -> str:
 def summary_section(run: RunView, out: Path) -> str:
     """Headline numbers as tables: the run, accuracies, detection, selection, timings."""
     s = run.summary
-    keys = ("method", "backbone", "data", "noise", "realised_noise", "n_train", "n_test", "seed", "best_test_acc",
-            "last_test_acc", "val_selected_test_acc", "val_selected_epoch")
+    from noisyft.headline import accuracy_summary
+
+    acc = accuracy_summary(run.metrics)  # from the log, so runs older than the per-phase summary keys show them too
+    keys = ("method", "backbone", "data", "noise", "realised_noise", "n_train", "n_test", "seed")
     rows = [(k.replace("_", " "), s[k]) for k in keys if s.get(k) is not None]
+    if "test_acc" in acc:
+        rows.append((f"test acc ({acc['test_acc_rule']}, {acc['test_acc_epoch']})", acc["test_acc"]))
     rows.append(("flagged label issues", f"{int(run.issues['is_label_issue'].sum())} of {len(run.issues)}"))
     cards = [("Run", _table(rows))]
+    phases = [(name, acc[key]) for name, key in (("linear probe", "probe"), ("fine-tuned", "fine_tuned"),
+                                                  ("detector", "detector")) if key in acc]
+    phases += sorted((acc.get("other_phases") or {}).items())
+    if phases:
+        cards.append(("Test accuracy by phase", _table(
+            [(name, b["best_test_acc"], b["last_test_acc"],
+              "" if "val_selected_test_acc" not in b else f"{b['val_selected_test_acc']:.4f} @ {b['val_selected_epoch']}")
+             for name, b in phases], header=("phase", "best", "last", "val-selected"))))
     det = s.get("detection") or {}
     if det:
         cards.append(("Label-issue detection (vs. true labels)", _table([(k.replace("_", " "), v) for k, v in det.items()])))

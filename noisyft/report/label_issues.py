@@ -2,10 +2,24 @@
 
 Column names follow cleanlab where they fit (``given_label``, ``predicted_label``,
 ``label_quality``, ``is_label_issue``) so existing code that reads cleanlab's
-``find_label_issues`` output reads ours. ``label_quality`` is the probability
-that the given label is clean (the clean-component posterior of the per-class
-GMM for TURN and the loss-based baselines); a sample is a label issue when it is
-at most τ, the same rule that excludes it from TURN's training subset.
+``find_label_issues`` output reads ours. ``label_quality`` scores how likely the
+given label is clean (higher = more trustworthy) and ``is_label_issue`` is the
+method's own verdict; both are each method's detector, so their meaning differs
+by method (``noisyft methods -v`` prints each method's ``LABEL_QUALITY`` line):
+
+* TURN, ``<loss>-lp``/``-fft``, ``small-loss-*``: the low-loss-component
+  posterior of the per-class GMM on the final model's CE losses; issue ⇔ ≤ τ
+  (the rule that keeps a sample out of TURN's fine-tuning subset).
+* ``dividemix-lp*``: mean of the two heads' global-GMM clean posteriors; issue ⇔
+  ≤ p_threshold (DivideMix's labelled/unlabelled rule).
+* ``unicon-lp*``: 1 − JSD of the two heads' mean prediction to the given label;
+  issue ⇔ outside UNICON's uniform selection on the final heads.
+* ``cleanlab*``: self-confidence of out-of-fold probes; issue ⇔
+  ``find_label_issues``' verdict.
+* ``deft`` / ``clip-label-match``: the CLIP detector's clean probability;
+  issue ⇔ the detector's verdict (not clean).
+
+Rankings (``rank``, AUROC) compare across methods; the scores' scales do not.
 """
 from __future__ import annotations
 
@@ -22,8 +36,8 @@ def label_issues_frame(ids: Sequence[str], given: np.ndarray, logits: torch.Tens
     """Rank samples by how likely their given label is wrong.
 
     Sorted by ``label_quality`` ascending; ties broken by the model's probability
-    of the given label (lower first). ``is_issue`` overrides the ``≤ τ`` flag with a
-    detector's own verdict. ``index`` is the sample's position in the
+    of the given label (lower first). ``is_issue`` is the method's own verdict; without
+    one a sample is an issue when ``clean_prob ≤ tau`` (the per-class GMM rule). ``index`` is the sample's position in the
     training set; ``id`` its path (or array index).
     """
     probs = torch.as_tensor(np.asarray(logits), dtype=torch.float32).softmax(1).numpy()
