@@ -18,6 +18,7 @@ import torch
 
 from noisyft.backbones import Classifier, create_backbone
 from noisyft.config import FitConfig, parse_optim
+from noisyft.csvsafe import read_csv
 from noisyft.data import LabeledSet, load_data, stratified_holdout
 from noisyft.data.base import DataSplits
 from noisyft.data.noise import apply_noise, parse_noise
@@ -125,7 +126,7 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
     run = RunDir(cfg.run_dir(), cfg.identity(), dataclasses.asdict(cfg))
     if "done" in run.state["finished"] and run.file("label_issues.csv").exists():
         log.info("run %s already finished; returning its results", run.path)
-        return FitResult(run.path, run.read_json("summary.json"), pd.read_csv(run.file("label_issues.csv")))
+        return FitResult(run.path, run.read_json("summary.json"), read_csv(run.file("label_issues.csv")))
     checkpoint = run.load_checkpoint()
     if checkpoint:
         log.warning("resuming %s from %s epoch %d", run.path, checkpoint["tag"], checkpoint["epoch"])

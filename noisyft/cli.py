@@ -149,15 +149,14 @@ def cmd_demo(ns) -> None:
 def cmd_predict(ns) -> None:
     from noisyft import api
 
-    df = api.predict(ns.run, ns.data, batch_size=ns.batch_size, device=ns.device, num_workers=ns.num_workers)
-    if ns.output:
-        from noisyft.atomic import atomic_path
+    from noisyft.csvsafe import to_csv_text, write_csv
 
-        with atomic_path(ns.output) as tmp:
-            df.to_csv(tmp, index=False)
+    df = api.predict(ns.run, ns.data, batch_size=ns.batch_size, device=ns.device, num_workers=ns.num_workers)
+    if ns.output:  # file and class names are escaped against spreadsheet formulas (noisyft.csvsafe)
+        write_csv(ns.output, df)
         print(f"wrote {len(df)} predictions to {ns.output}")
     else:
-        print(df.to_csv(index=False), end="")
+        print(to_csv_text(df), end="")
 
 
 def cmd_report(ns) -> None:
