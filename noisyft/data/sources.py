@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Sequence, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from noisyft.data.base import ImageSource
 from noisyft.errors import UserError
@@ -27,15 +27,36 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+GREY16_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` upright and as 8-bit RGB, the way a photo viewer shows it.
+
+    * EXIF orientation is applied (phone photos are stored sideways with a tag
+      saying so), and
+    * 16-bit greyscale (PNG/TIFF, PIL modes ``I;16*`` and ``I``) is scaled from
+      0–65535 to 0–255; PIL's own ``convert`` clips it at 255, so most such
+      images would come out almost white. (16-bit colour PNGs PIL already
+      reduces to 8 bits itself.)
+    """
+    if im.getexif().get(0x0112, 1) != 1:  # 0x0112: Orientation; 1 = upright
+        im = ImageOps.exif_transpose(im)
+    if im.mode in GREY16_MODES:
+        a = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        return Image.fromarray(((a + 128) // 257).astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")
+
+
 def decode_image(fp: Union[str, Path, IO[bytes]], name: str) -> Image.Image:
-    """Decode ``fp`` fully into an RGB image; any failure → UserError naming ``name``.
+    """Decode ``fp`` fully into an upright 8-bit RGB image (:func:`to_rgb`); any failure → UserError naming ``name``.
 
     ``convert`` forces the full decode, so truncated files fail here rather
     than later inside a transform.
     """
     try:
         with Image.open(fp) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except FileNotFoundError:
         raise UserError(f"cannot read image {name}: file not found") from None
     except Exception as e:  # PIL raises many types for corrupt data
