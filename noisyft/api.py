@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ import torch
 
 from noisyft.backbones import Classifier, create_backbone
 from noisyft.config import FitConfig, parse_optim
+from noisyft.csvsafe import read_csv
 from noisyft.data import LabeledSet, load_data, stratified_holdout
 from noisyft.data.base import DataSplits
 from noisyft.data.noise import apply_noise, parse_noise
@@ -124,7 +125,7 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
     run = RunDir(cfg.run_dir(), cfg.identity(), dataclasses.asdict(cfg))
     if "done" in run.state["finished"] and run.file("label_issues.csv").exists():
         log.info("run %s already finished; returning its results", run.path)
-        return FitResult(run.path, run.read_json("summary.json"), pd.read_csv(run.file("label_issues.csv")))
+        return FitResult(run.path, run.read_json("summary.json"), read_csv(run.file("label_issues.csv")))
     checkpoint = run.load_checkpoint()
     if checkpoint:
         log.warning("resuming %s from %s epoch %d", run.path, checkpoint["tag"], checkpoint["epoch"])
@@ -180,21 +181,38 @@ def load_model(run_dir: str | Path) -> tuple[Classifier, dict]:
     return model.eval(), meta
 
 
-def predict(run_dir: str | Path, data: str, *, batch_size: int = 128, device: str = "auto",
-            num_workers: Optional[int] = None, progress: bool = True) -> pd.DataFrame:
-    """Predict classes for every image of ``data`` (folder, zip or dataset spec) with a run's model."""
+def predict(run_dir: str | Path, data: str | Sequence[str], *, batch_size: int = 128, device: str = "auto",
+            num_workers: Optional[int] = None, progress: bool = True, top_k: int = 1) -> pd.DataFrame:
+    """Predict classes for unlabelled images with a run's model; one row per image, in input order.
+
+    ``data`` is one input or several: a folder (every image at any depth, no
+    class folders needed), a ``.zip``, image files, a text file listing image
+    paths, or a dataset spec (its training images); see
+    :mod:`noisyft.data.inputs`. Columns: ``id``, ``predicted_label``,
+    ``predicted_class``, ``confidence`` (softmax probability), and with
+    ``top_k`` > 1 also ``top{k}_class`` / ``top{k}_confidence`` for k = 2…top_k.
+    """
+    from noisyft.data.inputs import open_images
+
+    if top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {top_k}")
     model, meta = load_model(run_dir)
-    splits = load_data(data, test_fraction=0.0)
-    images = splits.train
+    source = open_images(data)
+    images = LabeledSet(source, np.full(len(source), -1), [])  # no labels: predicting needs none
     dev = resolve_device(device)
     model.to(dev)
     logits = image_logits(model, images, eval_transform(model.backbone.preprocess), device=dev, batch_size=batch_size,
                           num_workers=num_workers, desc="predict", progress=progress)
     probs = logits.softmax(1).numpy()
     classes = np.asarray(meta["classes"], dtype=object)
-    pred = probs.argmax(1)
-    return pd.DataFrame({"id": images.ids, "predicted_label": pred, "predicted_class": classes[pred],
-                         "confidence": probs.max(1)})
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :min(top_k, len(classes))]
+    pred = order[:, 0]
+    df = pd.DataFrame({"id": source.ids, "predicted_label": pred, "predicted_class": classes[pred],
+                       "confidence": probs[np.arange(len(probs)), pred]})
+    for k in range(1, order.shape[1]):
+        df[f"top{k + 1}_class"] = classes[order[:, k]]
+        df[f"top{k + 1}_confidence"] = probs[np.arange(len(probs)), order[:, k]]
+    return df
 
 
 def report(run_dir: str | Path, *, classes_shown: int = 4, max_points: int = 2000, batch_size: int = 128,

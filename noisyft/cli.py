@@ -153,15 +153,15 @@ def cmd_demo(ns) -> None:
 def cmd_predict(ns) -> None:
     from noisyft import api
 
-    df = api.predict(ns.run, ns.data, batch_size=ns.batch_size, device=ns.device, num_workers=ns.num_workers)
-    if ns.output:
-        from noisyft.atomic import atomic_path
+    from noisyft.csvsafe import to_csv_text, write_csv
 
-        with atomic_path(ns.output) as tmp:
-            df.to_csv(tmp, index=False)
+    df = api.predict(ns.run, ns.data, batch_size=ns.batch_size, device=ns.device, num_workers=ns.num_workers,
+                     top_k=ns.top_k)
+    if ns.output:  # file and class names are escaped against spreadsheet formulas (noisyft.csvsafe)
+        write_csv(ns.output, df)
         print(f"wrote {len(df)} predictions to {ns.output}")
     else:
-        print(df.to_csv(index=False), end="")
+        print(to_csv_text(df), end="")
 
 
 def cmd_report(ns) -> None:
@@ -216,7 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     pred = sub.add_parser("predict", help="predict classes for images with a finished run's model",
                           description="Predict classes with the model of a finished run.")
     pred.add_argument("--run", required=True, help="run directory of a finished fit")
-    pred.add_argument("--data", required=True, help="folder or zip of images (or a dataset spec)")
+    pred.add_argument("--data", required=True, nargs="+", metavar="IMAGES",
+                      help="images to predict (no labels needed): a folder (any depth), a .zip, image files, or a "
+                           "text file listing image paths one per line (relative to its folder); several allowed")
+    pred.add_argument("--top-k", type=int, default=1, help="also write the k most probable classes [default: 1]")
     pred.add_argument("--output", help="CSV to write (default: print)")
     pred.add_argument("--batch-size", type=int, default=128)
     pred.add_argument("--device", default="auto")

@@ -75,8 +75,10 @@ class RunDir:
         write_json(self.file(name), obj)
 
     def write_frame(self, name: str, df: pd.DataFrame) -> None:
-        with atomic_path(self.file(name)) as tmp:
-            df.to_csv(tmp, index=False)
+        """Write ``df`` as CSV, atomically, with formula-like text cells escaped (see :mod:`noisyft.csvsafe`)."""
+        from noisyft.csvsafe import write_csv
+
+        write_csv(self.file(name), df)
 
     def save_array(self, name: str, array: np.ndarray) -> None:
         """Write ``array`` as ``.npy`` at ``name`` (sub-folders created), atomically."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from noisyft.data.base import DataSplits, ImageSource, LabeledSet, SubsetSource, TorchImageDataset
 from noisyft.data.datasets import DATASETS, open_dataset, read_tree
+from noisyft.data.inputs import open_images
 from noisyft.data.labels_csv import apply_labels_csv
 from noisyft.data.sources import ArraySource, FolderSource, ZipSource, find_bad_images, find_bad_indices
 from noisyft.errors import UserError
@@ -23,7 +24,7 @@ from noisyft.errors import UserError
 __all__ = [
     "load_data", "LabeledSet", "DataSplits", "TorchImageDataset", "ImageSource", "SubsetSource",
     "DATASETS", "FolderSource", "ZipSource", "ArraySource", "find_bad_images",
-    "stratified_holdout", "stratified_subset",
+    "stratified_holdout", "stratified_subset", "open_images",
 ]
 
 

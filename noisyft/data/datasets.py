@@ -11,6 +11,7 @@ and ``true_labels``; a test set keeps its own class list until
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import pickle
 import tarfile
@@ -27,6 +28,8 @@ from noisyft.data.sources import ArraySource, FolderSource, ZipSource, is_image_
 from noisyft.errors import UserError
 from noisyft.registry import Registry
 
+log = logging.getLogger("noisyft")
+
 DATASETS: Registry[Callable[[Optional[str]], DataSplits]] = Registry("dataset")
 
 TRAIN_DIR = "train"
@@ -41,17 +44,58 @@ def _skip(part: str) -> bool:
     return part.startswith(".") or part == "__MACOSX"
 
 
+def _unsafe_member(name: str) -> bool:
+    """An absolute path, a drive letter or a ``..`` part: a zip-slip name that would escape the archive's root."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts
+
+
+def zip_members(root: Path) -> list[str]:
+    """File members of the zip ``root``; UserError naming the first member with an unsafe path.
+
+    Such names (``/abs/x.png``, ``../x.png``) never come from zipping a folder
+    normally; read as they are they would make a class named ``''`` or be
+    skipped, so the archive is refused rather than silently misread.
+    """
+    try:
+        with zipfile.ZipFile(root) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+    except (OSError, zipfile.BadZipFile) as e:
+        raise UserError(f"cannot open zip {root}: {e}") from None
+    bad = next((n for n in names if _unsafe_member(n)), None)
+    if bad is not None:
+        raise UserError(f"zip {root} holds member {bad!r} with an absolute or '..' path (unsafe, zip-slip): "
+                        f"repack it with paths relative to the archive root")
+    return names
+
+
+def walk_files(root: Path) -> list[str]:
+    """Posix paths (relative to ``root``) of the files under the directory ``root``, hidden folders skipped.
+
+    Symlinked folders are followed (a dataset assembled from links is read as
+    it looks); a folder reached twice (a link loop, or two links to one
+    folder) is read once, with a warning naming the skipped path.
+    """
+    names, seen = [], set()
+    for d, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(d)
+        if (st.st_dev, st.st_ino) in seen:
+            log.warning("skipping %s: it is a folder already read (a symlink loop or a second link to it)", d)
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(x for x in dirs if not _skip(x))
+        rel = Path(d).relative_to(root)
+        names += [(rel / f).as_posix() for f in files]
+    return names
+
+
 def list_images(root: Path) -> list[str]:
     """Sorted posix names of image files in a directory (relative) or zip (members)."""
     if root.is_file() and zipfile.is_zipfile(root):
-        with zipfile.ZipFile(root) as zf:
-            names = [n for n in zf.namelist() if not n.endswith("/")]
+        names = zip_members(root)
     elif root.is_dir():
-        names = []
-        for d, dirs, files in os.walk(root):
-            dirs[:] = [x for x in dirs if not _skip(x)]
-            rel = Path(d).relative_to(root)
-            names += [(rel / f).as_posix() for f in files]
+        names = walk_files(root)
     else:
         raise UserError(f"data path {root} is neither a directory nor a zip file")
     return sorted(n for n in names if is_image_name(n) and not any(_skip(p) for p in n.split("/")))

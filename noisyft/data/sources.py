@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Sequence, Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from noisyft.data.base import ImageSource
 from noisyft.errors import UserError
@@ -27,15 +27,36 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+GREY16_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` upright and as 8-bit RGB, the way a photo viewer shows it.
+
+    * EXIF orientation is applied (phone photos are stored sideways with a tag
+      saying so), and
+    * 16-bit greyscale (PNG/TIFF, PIL modes ``I;16*`` and ``I``) is scaled from
+      0–65535 to 0–255; PIL's own ``convert`` clips it at 255, so most such
+      images would come out almost white. (16-bit colour PNGs PIL already
+      reduces to 8 bits itself.)
+    """
+    if im.getexif().get(0x0112, 1) != 1:  # 0x0112: Orientation; 1 = upright
+        im = ImageOps.exif_transpose(im)
+    if im.mode in GREY16_MODES:
+        a = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        return Image.fromarray(((a + 128) // 257).astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")
+
+
 def decode_image(fp: Union[str, Path, IO[bytes]], name: str) -> Image.Image:
-    """Decode ``fp`` fully into an RGB image; any failure → UserError naming ``name``.
+    """Decode ``fp`` fully into an upright 8-bit RGB image (:func:`to_rgb`); any failure → UserError naming ``name``.
 
     ``convert`` forces the full decode, so truncated files fail here rather
     than later inside a transform.
     """
     try:
         with Image.open(fp) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except FileNotFoundError:
         raise UserError(f"cannot read image {name}: file not found") from None
     except Exception as e:  # PIL raises many types for corrupt data
@@ -57,15 +78,72 @@ class FolderSource(ImageSource):
         return decode_image(self.path(i), str(self.path(i)))
 
     def fingerprint(self) -> str:
-        """sha256 over (relpath, size, mtime_ns): changes when any file is rewritten."""
-        h = hashlib.sha256(b"folder\0")
-        for rel in self.ids:
-            try:
-                st = (self.root / rel).stat()
-            except OSError:
-                raise UserError(f"image file missing: {self.root / rel}") from None
-            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
+        """sha256 over (relpath, :func:`content_sample_digest`) of every file: content, not dates.
+
+        An image replaced in place keeps the same size and modification time
+        but not the same bytes, so it changes the fingerprint; copying or
+        moving the folder (new dates, same bytes) does not. Within a process
+        the result is remembered as long as no file's size, inode, mtime or
+        ctime changes, so repeated calls cost one ``stat`` per file.
+        """
+        paths = [self.root / rel for rel in self.ids]
+        stats = _stat_all(paths)
+        sig = hashlib.sha256(str(self.root.resolve()).encode())
+        for rel, st in zip(self.ids, stats):
+            sig.update(f"{rel}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
+        memo = sig.hexdigest()
+        if memo not in _FINGERPRINTS:
+            h = hashlib.sha256(b"folder-content\0")
+            for rel, digest in zip(self.ids, _map(content_sample_digest, paths)):
+                h.update(f"{rel}\0{digest}\n".encode())
+            _FINGERPRINTS[memo] = h.hexdigest()
+        return _FINGERPRINTS[memo]
+
+
+SAMPLE_BYTES = 4096  # hashed from each end of a file; files up to twice this are hashed whole
+_FINGERPRINTS: dict[str, str] = {}  # stat signature of a folder source → its content fingerprint (this process)
+
+
+def content_sample_digest(path: Path) -> str:
+    """sha256 of a file's size, first and last ``SAMPLE_BYTES`` (the whole file when it is small).
+
+    Reading two 4 KiB blocks per file keeps fingerprinting a million images to
+    about the cost of opening each once; a change to an image's bytes almost
+    always reaches its header or its end (re-encoding, resizing, editing).
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            h = hashlib.sha256(f"{size}\0".encode())
+            if size <= 2 * SAMPLE_BYTES:
+                h.update(f.read())
+            else:
+                h.update(f.read(SAMPLE_BYTES))
+                f.seek(size - SAMPLE_BYTES)
+                h.update(f.read(SAMPLE_BYTES))
+    except OSError as e:
+        raise UserError(f"cannot read image file {path}: {e.strerror or e}") from None
+    return h.hexdigest()
+
+
+def _stat_all(paths: Sequence[Path]) -> list[os.stat_result]:
+    out = []
+    for p in paths:
+        try:
+            out.append(os.stat(p))
+        except OSError:
+            raise UserError(f"image file missing: {p}") from None
+    return out
+
+
+def _map(fn, items: Sequence) -> list:
+    """``fn`` over ``items``, in 8 threads when there are many (reads of a cold disk or network share overlap)."""
+    if len(items) < 512:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(fn, items, chunksize=256))
 
 
 class ZipSource(ImageSource):

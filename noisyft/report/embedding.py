@@ -67,13 +67,13 @@ def _forward(backbone, source, rows: np.ndarray, *, batch_size: int, num_workers
 
 def _cached(backbone, source, cache_dir: Optional[str]) -> Optional[np.ndarray]:
     """The run's cached frozen features of ``source`` if the cache still holds them (never computes)."""
-    from noisyft.features import default_cache_dir, feature_key
+    from noisyft.features import BadEntry, default_cache_dir, feature_key, open_entry
 
-    final = Path(cache_dir or default_cache_dir()) / "features" / feature_key(backbone, source) / "features.npy"
-    if not final.exists():
+    entry = Path(cache_dir or default_cache_dir()) / "features" / feature_key(backbone, source)
+    try:  # verified like any cache hit (size and checksum); a damaged entry is simply not used here
+        return open_entry(entry, len(source), backbone.num_features)
+    except BadEntry:
         return None
-    arr = np.load(final, mmap_mode="r")
-    return arr if arr.shape == (len(source), backbone.num_features) else None
 
 
 def features_before_after(run_dir: Path, config: dict, train: LabeledSet, rows: np.ndarray, *, batch_size: int = 128,

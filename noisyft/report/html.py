@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from noisyft.atomic import write_text
+from noisyft.csvsafe import read_csv
 from noisyft.errors import UserError
 from noisyft.report import plots
 from noisyft.report.losses import list_stages, load_stage, stage_title
@@ -91,10 +92,10 @@ def load_run(run_dir: str | Path) -> RunView:
 
     with safe_open(str(d / "model.safetensors"), "pt") as f:
         classes = json.loads(f.metadata()["classes"])
-    labels = pd.read_csv(d / "labels.csv", dtype={"id": str}).sort_values("index").reset_index(drop=True)
+    labels = read_csv(d / "labels.csv", dtype={"id": str}).sort_values("index").reset_index(drop=True)
     return RunView(d, json.loads((d / "config.json").read_text())["config"], json.loads((d / "summary.json").read_text()),
                    _jsonl(d / "metrics.jsonl"), _jsonl(d / "selection.jsonl"), labels,
-                   pd.read_csv(d / "label_issues.csv", dtype={"id": str}), classes)
+                   read_csv(d / "label_issues.csv", dtype={"id": str}), classes)
 
 
 # ---------------------------------------------------------------- HTML helpers
