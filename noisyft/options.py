@@ -36,11 +36,18 @@ class Range:
         return not (self.high is not None and (v > self.high or (self.high_open and v == self.high)))
 
     def __str__(self) -> str:
+        lo, hi = _num(self.low), _num(self.high)
         if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
+            return f"{'>' if self.low_open else '>='} {lo}"
         if self.low is None:
-            return f"{'<' if self.high_open else '<='} {self.high:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"{'<' if self.high_open else '<='} {hi}"
+        return f"in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
+
+
+def _num(x: Optional[float]) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 POSITIVE = Range(0, None, low_open=True)            # sizes, learning rates
