@@ -19,6 +19,7 @@ from noisyft.config import FitConfig, read_mapping
 from noisyft.errors import UserError, one_line
 from noisyft.options import field_help
 
+
 def _arg_type(tp):
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     return args[0] if args else tp
@@ -30,7 +31,8 @@ def add_config_options(p: argparse.ArgumentParser, defaults: dict | None = None)
     for f in dataclasses.fields(FitConfig):
         flag = "--" + f.name.replace("_", "-")
         default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else None)
-        help_ = f"{field_help(f)} [default: {default}]".replace("%", "%%")
+        shown_default = "" if default is None else f" [default: {default}]"  # None: the help says what applies
+        help_ = f"{field_help(f)}{shown_default}".replace("%", "%%")
         tp = _arg_type(hints[f.name])
         if tp is bool:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)

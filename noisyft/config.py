@@ -2,7 +2,9 @@
 
 CLI long options and config-file keys are these field names (with ``-`` for
 ``_``). The hash of the fields that change results names the default run
-directory, so running the same command again resumes the same run.
+directory, so running the same command again resumes the same run. Each
+field carries its help text (the CLI's ``--help`` is built from it) and its
+allowed values; :meth:`FitConfig.validate` checks them all.
 """
 from __future__ import annotations
 
