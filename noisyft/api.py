@@ -26,7 +26,7 @@ from noisyft.data.transforms import eval_transform
 from noisyft.engine import image_logits, resolve_device
 from noisyft.errors import UserError
 from noisyft.losses import per_sample_ce
-from noisyft.methods import METHODS, Context, MethodOutput
+from noisyft.methods import METHODS, Context, MethodOutput, validate_config
 from noisyft.report.label_issues import detection_metrics, label_issues_frame
 from noisyft.report.losses import save_losses
 from noisyft.run import RunDir, load_weights
@@ -119,7 +119,7 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
     Running the same configuration again returns the finished run instead of
     recomputing it (features are cached across runs and methods regardless).
     """
-    cfg = dataclasses.replace(config or FitConfig(), **overrides)
+    cfg = validate_config(dataclasses.replace(config or FitConfig(), **overrides))  # every option, before any work
     method = METHODS.get(cfg.method)
     splits, val, noise_info = prepare_data(cfg)
     run = RunDir(cfg.run_dir(), cfg.identity(), dataclasses.asdict(cfg))

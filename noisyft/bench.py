@@ -4,7 +4,8 @@ A grid is a YAML mapping with the list keys ``data``, ``noises``, ``backbones``,
 ``methods`` and ``seeds`` (a scalar counts as a one-item list; a noise of
 ``null``/``none`` means the given labels as they are); every other key is a
 FitConfig field shared by all cells (``image_size``, ``epochs_lp``,
-``max_train``, ``extra`` …). ``per_method: {method: {field: value}}``
+``max_train``, ``extra`` …; a common ``extra`` key goes to the methods whose
+settings have it and must belong to at least one). ``per_method: {method: {field: value}}``
 optionally overrides common settings for one method; its list keys (``noises``,
 ``data``, ``backbones``, ``seeds``) restrict that method to a part of the grid
 (an expensive method run at one noise setting only).
@@ -54,12 +55,12 @@ log = logging.getLogger("noisyft")
 GRID_KEYS = ("data", "noises", "backbones", "methods", "seeds")
 
 # The built-in --quick grid: every method family on the packaged CIFAR-10 sample at 64 px, cut for a 2-core
-# CPU: E_LP 20 as in the paper, E_FFT 2 for TURN and 2 baseline FFT epochs (same FFT budget for TURN and CE-FFT).
+# CPU: E_LP 20 as in the paper, E_FFT 2 for TURN and the FFT baselines alike (one fine-tuning budget).
 # Measured on 2 quiet cores with a cold feature cache: 1 min 26 s (benchmarks/results/bench_quick.md).
 QUICK: dict = {
     "data": ["demo"], "noises": ["sym:0.6"], "backbones": ["efficientnet_lite0"],
     "methods": ["turn", "ce-lp", "ce-fft", "gce-lp", "small-loss-lp", "dividemix-lp", "unicon-lp", "cleanlab"],
-    "seeds": [0], "image_size": 64, "epochs_lp": 20, "epochs_fft": 2, "extra": {"baseline_fft_epochs": 2},
+    "seeds": [0], "image_size": 64, "epochs_lp": 20, "epochs_fft": 2,
 }
 
 
@@ -130,9 +131,33 @@ class BenchSpec:
         for m in grid["methods"] + list(per_method):
             METHODS.get(m)  # unknown method → UserError with the known names
         per_method = {m: _restriction(grid, m, dict(v or {}), source) for m, v in per_method.items()}
-        return cls(data=[str(x) for x in grid["data"]], noises=[_noise(x) for x in grid["noises"]],
+        spec = cls(data=[str(x) for x in grid["data"]], noises=[_noise(x) for x in grid["noises"]],
                    backbones=[str(x) for x in grid["backbones"]], methods=[str(x) for x in grid["methods"]],
                    seeds=[int(x) for x in grid["seeds"]], common=d, per_method=per_method)
+        spec.validate(source)
+        return spec
+
+    def validate(self, source: str) -> None:
+        """Every cell's settings checked before any cell runs (one line naming the grid file and the setting)."""
+        from noisyft.methods import validate_config
+        from noisyft.methods.settings import MOVED, settings_class
+        from noisyft.options import did_you_mean
+
+        extra = self.common.get("extra") or {}
+        if not isinstance(extra, dict):
+            raise UserError(f"{source}: extra: expected a mapping of KEY: VALUE")
+        known = {f.name for m in self.methods for f in dataclasses.fields(settings_class(m))}
+        for key in extra:  # a common key must belong to some method of the grid, as --extra must to its method
+            if key in MOVED:
+                raise UserError(f"{source}: extra.{key}: not a method setting any more; {MOVED[key]}")
+            if key not in known:
+                raise UserError(f"{source}: extra.{key}: no method of the grid has this setting{did_you_mean(key, known)}")
+        for cell in self.cells():
+            sources = {k: source for k in self.common} | {f"extra.{k}": source for k in extra}
+            own = self.per_method.get(cell.method, {})
+            sources |= {k: f"{source}: per_method.{cell.method}" for k in own}
+            sources |= {f"extra.{k}": f"{source}: per_method.{cell.method}" for k in (own.get("extra") or {})}
+            validate_config(self.fit_config(cell, Path(".")), sources)
 
     def cells(self) -> list[Cell]:
         """Every cell, in the order the bench runs them (seeds innermost, so each setting fills up first)."""
@@ -145,8 +170,15 @@ class BenchSpec:
         return all(at[key] in only[key] for key in RESTRICT_KEYS if key in only)
 
     def fit_config(self, cell: Cell, bench_dir: Path) -> FitConfig:
+        """The cell's FitConfig: common settings < per_method settings; common ``extra`` keys the cell's
+        method does not have are left out (they are meant for other methods of the grid)."""
+        from noisyft.methods.settings import settings_class
+
         settings = {k: v for k, v in self.per_method.get(cell.method, {}).items() if k not in RESTRICT_KEYS}
-        values = {"progress": False, **self.common, **settings,
+        own = {f.name for f in dataclasses.fields(settings_class(cell.method))}
+        common_extra = {k: v for k, v in (self.common.get("extra") or {}).items() if k in own}
+        extra = {**common_extra, **(settings.get("extra") or {})}
+        values = {"progress": False, **self.common, **settings, "extra": extra,
                   "data": cell.data, "noise": cell.noise, "backbone": cell.backbone, "method": cell.method,
                   "seed": cell.seed, "out": str(cell_dir(bench_dir, cell))}
         return FitConfig.from_dict(values)

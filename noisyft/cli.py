@@ -17,35 +17,7 @@ from pathlib import Path
 
 from noisyft.config import FitConfig, read_mapping
 from noisyft.errors import UserError, one_line
-
-HELP = {
-    "data": "training images: a folder or .zip tree (root/<class>/<file>, optional train/ and test/), or a dataset: "
-            "demo, cifar10:PATH, cifar100:PATH, fashion-mnist[:PATH]",
-    "labels": "CSV with columns path,label giving the (possibly wrong) labels; overrides folder labels",
-    "test": "separate test tree (folder or zip)",
-    "test_fraction": "share of the training data held out as test set when the data has none (0 = no test set)",
-    "val_fraction": "share of the (noisy) training data held out for model selection; the report says which epoch it picks",
-    "noise": "inject label noise into the training labels: sym:R (uniform, may redraw the true class), symflip:R "
-             "(never the true class), asym:R (CIFAR-10/100 maps), asym-block:R, inst:R (CORES), inst-ptd:R",
-    "method": "method name (see `noisyft methods`)",
-    "backbone": "efficientnet_lite0 (offline default), any timm name, or hf:<hub id or local dir>",
-    "allow_remote_code": "allow Hugging Face models that ship their own Python code (trust_remote_code); off by default",
-    "pretrained": "start from pretrained weights (--no-pretrained: random initialisation)",
-    "image_size": "input resolution (default: the backbone's own)",
-    "epochs_lp": "linear-probing epochs (E_LP)", "epochs_fft": "full fine-tuning epochs (E_FFT)",
-    "tau": "GMM clean-posterior threshold", "gce_q": "q of the GCE loss used in linear probing",
-    "batch_size": "batch size", "lp_optim": "linear-probing optimiser name:lr:weight_decay (default: backbone's paper setting)",
-    "fft_optim": "fine-tuning optimiser name:lr:weight_decay", "augment": "flip-affine (CIFAR), crop (web photos) or none",
-    "freeze_bn_stats": "keep BatchNorm running statistics as pretrained during fine-tuning (the LP head was fitted to them)",
-    "max_train": "use a class-balanced subset of this many training images", "max_test": "likewise for the test set",
-    "skip_bad_images": "skip images that cannot be decoded (listed in data.json) instead of failing",
-    "folder_labels_are_true": "with --labels: the folder names are true labels (enables precision/recall)",
-    "seed": "seed for noise, splits, subsampling, data order and initialisation", "device": "auto, cpu, cuda, cuda:1…",
-    "num_workers": "image decoding workers (default: cores − 1)", "cache_dir": "feature cache (default $NOISYFT_CACHE or ~/.cache/noisyft)",
-    "image_cache_mb": "memory (MiB) for decoded eval images, so per-epoch selection/evaluation passes skip decoding (0: off)",
-    "out": "run directory (default runs/<method>-<config hash>; rerunning resumes it)", "progress": "show progress bars",
-    "extra": "method-specific setting KEY=VALUE (repeatable)",
-}
+from noisyft.options import field_help
 
 
 def _arg_type(tp):
@@ -59,7 +31,8 @@ def add_config_options(p: argparse.ArgumentParser, defaults: dict | None = None)
     for f in dataclasses.fields(FitConfig):
         flag = "--" + f.name.replace("_", "-")
         default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else None)
-        help_ = f"{HELP.get(f.name, '')} [default: {default}]"
+        shown_default = "" if default is None else f" [default: {default}]"  # None: the help says what applies
+        help_ = f"{field_help(f)}{shown_default}".replace("%", "%%")
         tp = _arg_type(hints[f.name])
         if tp is bool:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
@@ -85,18 +58,39 @@ def _parse_extra(items: list[str]) -> dict:
 
 def read_config_file(path: str) -> dict:
     """Keys may use - or _; unknown keys are reported by FitConfig.from_dict."""
-    return {k.replace("-", "_"): v for k, v in read_mapping(path, "--config").items()}
+    return {str(k).replace("-", "_"): v for k, v in read_mapping(path, "--config").items()}
 
 
 def config_from_args(ns: argparse.Namespace, base: dict | None = None) -> FitConfig:
-    values = dict(base or {})
+    """The FitConfig of a command line: ``base`` < ``--config`` file < options; every value checked here.
+
+    ``--extra`` items add to (and override keys of) the file's ``extra``. Errors name where the value came
+    from: ``--tau 1.5: …`` or ``--config FILE: tau 1.5: …``.
+    """
+    from noisyft.methods import validate_config
+
+    values, sources = dict(base or {}), {}
     if ns.config:
-        values.update(read_config_file(ns.config))
+        loaded = read_config_file(ns.config)
+        values.update(loaded)
+        where = f"--config {ns.config}"
+        sources = {k: where for k in loaded}
+        if isinstance(loaded.get("extra"), dict):
+            sources.update({f"extra.{k}": where for k in loaded["extra"]})
     for f in dataclasses.fields(FitConfig):
         v = getattr(ns, f.name, None)
-        if v is not None:
-            values[f.name] = _parse_extra(v) if f.name == "extra" else v
-    return FitConfig.from_dict(values)
+        if v is None:
+            continue
+        if f.name == "extra":
+            given = _parse_extra(v)
+            values["extra"] = {**(values.get("extra") if isinstance(values.get("extra"), dict) else {}), **given}
+            for k in given:
+                sources.pop(f"extra.{k}", None)
+            sources.pop("extra", None)
+        else:
+            values[f.name] = v
+            sources.pop(f.name, None)
+    return validate_config(FitConfig.from_dict(values), sources)
 
 
 def _print_result(res, top: int = 10) -> None:
@@ -173,11 +167,16 @@ def cmd_report(ns) -> None:
 
 
 def cmd_methods(ns) -> None:
+    """One line per method; ``-v``: each method's fine-tuning budget and settings with defaults and help."""
     from noisyft.methods import METHODS
+    from noisyft.methods.settings import describe_method
 
     for name in METHODS.names():
         doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
-        print(f"{name:14s} {doc[0] if doc else ''}")
+        print(f"{name:16s} {doc[0] if doc else ''}")
+        if ns.show_settings:
+            for line in describe_method(name):
+                print(f"{'':18s}{line}")
 
 
 def cmd_bench(ns) -> None:
@@ -247,13 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     bench.add_argument("--collect-only", action="store_true", help="run nothing: tabulate the cells finished so far")
     bench.set_defaults(func=cmd_bench)
-    meth = sub.add_parser("methods", help="list the registered methods")
+    meth = sub.add_parser("methods", help="list the registered methods (-v: with their settings)",
+                          description="List the registered methods; -v also lists each method's settings "
+                                      "(--extra KEY=VALUE) with defaults and help, and its fine-tuning budget.")
+    meth.add_argument("-v", "--verbose", dest="show_settings", action="store_true",
+                      help="show every method's settings with defaults and help")
     meth.set_defaults(func=cmd_methods)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    try:
+        ns = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse printed usage and "error: …" (exit 2); --help still exits normally
+        if e.code in (0, None):
+            raise
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         ns.func(ns)

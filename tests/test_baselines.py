@@ -214,9 +214,9 @@ def test_cleanlab_peer_finds_flipped_labels_in_separable_features():
     given[flipped] = (true[flipped] + 1) % 3
     ctx = SimpleNamespace(
         train=SimpleNamespace(labels=given), num_classes=3, device=torch.device("cpu"), features=lambda split: feats,
-        cfg=SimpleNamespace(seed=0, epochs_lp=15, batch_size=64, extra={"folds": 3}),
+        cfg=SimpleNamespace(seed=0, epochs_lp=15, batch_size=64),
         lp_optim=OptimConfig("adamw", 1e-2, 1e-5), run=SimpleNamespace(phase=lambda name: nullcontext()))
-    kept, quality = find_issues(ctx, torch.from_numpy(feats))
+    kept, quality = find_issues(ctx, torch.from_numpy(feats), folds=3)
     issues = np.setdiff1d(np.arange(300), kept)
     wrong = given != true
     assert wrong[issues].mean() > 0.8 and wrong[issues].sum() > 0.8 * wrong.sum()
@@ -229,15 +229,15 @@ def test_cleanlab_peer_finds_flipped_labels_in_separable_features():
 
 TINY = dict(backbone="test_efficientnet", pretrained=False, image_size=32, batch_size=16, num_workers=0, progress=False,
             lp_optim="adamw:1e-2:1e-5", noise="symflip:0.3", seed=3)
-NEW_METHODS = {  # method: (epochs_lp, extra, expected selection epochs)
+NEW_METHODS = {  # method: (epochs_lp, extra, expected selection epochs); -fft methods run epochs_fft=2 (cleanlab-fft 1)
     "small-loss-lp": (4, {"warmup": 2}, [3, 4]),
-    "small-loss-fft": (4, {"baseline_fft_epochs": 2, "warmup_fft": 1}, [2]),
+    "small-loss-fft": (4, {"warmup_fft": 1}, [2]),
     "dividemix-lp": (4, {"warmup": 2}, [3, 3, 4, 4]),
     "unicon-lp": (4, {"warmup": 2}, [3, 3, 4, 4]),
     "dividemix-lp-img": (2, {"warmup": 1}, [2, 2]),
     "unicon-lp-img": (2, {"warmup": 1}, [2, 2]),
     "cleanlab": (4, {"folds": 3}, [1]),
-    "cleanlab-fft": (4, {"folds": 3, "baseline_fft_epochs": 1}, [1]),
+    "cleanlab-fft": (4, {"folds": 3}, [1]),
 }
 
 
@@ -252,14 +252,16 @@ def tiny_data(tmp_path_factory):
 def test_method_runs_end_to_end(tiny_data, tmp_path, method):
     assert method in METHODS.names()
     epochs_lp, extra, sel_epochs = NEW_METHODS[method]
-    res = api.fit(data=str(tiny_data), method=method, out=str(tmp_path / "run"), epochs_lp=epochs_lp, extra=extra, **TINY)
+    fft = method.endswith("-fft")
+    epochs_fft = {"small-loss-fft": 2, "cleanlab-fft": 1}.get(method)
+    res = api.fit(data=str(tiny_data), method=method, out=str(tmp_path / "run"), epochs_lp=epochs_lp, extra=extra,
+                  epochs_fft=epochs_fft, **TINY)
     d = res.run_dir
     issues = pd.read_csv(d / "label_issues.csv")
     assert len(issues) == 48 and issues["label_quality"].between(0, 1).all()
     assert issues["label_quality"].is_monotonic_increasing
     metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
-    fft = method.endswith("-fft")
-    n_epochs = extra.get("baseline_fft_epochs", 0) if fft else epochs_lp
+    n_epochs = epochs_fft if fft else epochs_lp
     assert [m["epoch"] for m in metrics if m["phase"] == ("fft" if fft else "lp")][-n_epochs:] == list(range(1, n_epochs + 1))
     assert all(0 <= m["test_acc"] <= 1 for m in metrics)
     selection = [json.loads(line) for line in (d / "selection.jsonl").read_text().splitlines()]

@@ -218,7 +218,7 @@ def test_table_marks_cells_outside_the_grid_and_a_subsample_s_clean_set():
 def test_cli_bench(tiny_data, tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"data": str(tiny_data), "noises": ["symflip:0.3"], "backbones": ["test_efficientnet"],
-                                    "methods": ["ce-lp"], "seeds": [0], **COMMON}))
+                                    "methods": ["ce-lp"], "seeds": [0], **COMMON, "extra": {}}))  # ce-lp has no warmup
     assert main(["bench", "--config", str(grid), "--out", str(tmp_path / "b"), "--no-plots"]) == 0
     assert "| ce-lp |" in capsys.readouterr().out and (tmp_path / "b" / "results.json").exists()
     assert not (tmp_path / "b" / "selection.png").exists()

@@ -269,12 +269,13 @@ def test_phase_one_changes_only_prompts_and_peft_and_keeps_clip_bit_identical(cl
 
 def test_settings_defaults_and_errors(tmp_path, clip_dir):
     s = DualPromptSettings.from_config(FitConfig(method="deft"))
-    assert (s.clip, s.peft, s.vpt_tokens, s.n_ctx, s.warmup, s.detect_epochs, s.adapt_epochs, s.lr, s.detect_batch_size) == \
-        ("openai/clip-vit-base-patch16", "vpt", 20, 16, 1, 10, 10, 0.03, 64)
-    real = DualPromptSettings.from_config(FitConfig(extra={"real_noise": "true"}))
-    assert (real.real_noise, real.warmup, real.adapt_epochs) == (True, 5, 5)
+    assert (s.clip, s.peft, s.vpt_tokens, s.n_ctx, s.warmup, s.detect_epochs, s.epochs_fft_default(), s.lr,
+            s.detect_batch_size) == ("openai/clip-vit-base-patch16", "vpt", 20, 16, 1, 10, 10, 0.03, 64)
+    real = DualPromptSettings.from_config(FitConfig(extra={"real_noise": True}))
+    assert (real.real_noise, real.warmup, real.epochs_fft_default()) == (True, 5, 5)
     assert DualPromptSettings.from_config(FitConfig(backbone=clip_dir)).clip == clip_dir  # the backbone's CLIP by default
-    for bad in ({"peft": "adapter"}, {"vpt_tokens": "many"}, {"template": "no slot"}, {"real_noise": "maybe"}):
+    for bad in ({"peft": "adapter"}, {"vpt_tokens": "many"}, {"template": "no slot"}, {"real_noise": "maybe"},
+                {"adapt_epochs": 2}, {"vpt_tokens": 0}):
         with pytest.raises(UserError):
             DualPromptSettings.from_config(FitConfig(extra=bad))
     f = tmp_path / "names.txt"
@@ -307,7 +308,7 @@ def test_cli_fit_deft_writes_every_output(images, clip_dir, tmp_path):
     argv = ["fit", "--data", str(images), "--method", "deft", "--noise", "symflip:0.3", "--out", str(out),
             "--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--batch-size", "16",
             "--num-workers", "0", "--no-progress", "--extra", f"clip={clip_dir}", "--extra", "detect_epochs=2",
-            "--extra", "adapt_epochs=2", "--extra", "detect_batch_size=4", "--extra", "lr=0.3",
+            "--epochs-fft", "2", "--extra", "detect_batch_size=4", "--extra", "lr=0.3",
             "--extra", "n_ctx=4", "--extra", "vpt_tokens=4"]  # small batches, high lr: enough steps for a random CLIP
     assert main(argv) == 0
     for name in ("config.json", "labels.csv", "noise.json", "metrics.jsonl", "selection.jsonl", "timings.json",
@@ -338,7 +339,7 @@ def test_clip_label_match_fine_tunes_the_clip_vision_tower(images, clip_dir, tmp
 
     res = api.fit(data=str(images), method="clip-label-match", noise="symflip:0.3", backbone=clip_dir,
                   out=str(tmp_path / "run"), batch_size=16, num_workers=0, progress=False,
-                  extra={"adapt_epochs": 1})
+                  epochs_fft=1)
     sel = _records(res.run_dir / "selection.jsonl")
     assert [(r["stage"], r["epoch"]) for r in sel] == [("zero-shot", 1)]
     weights = load_file(str(res.run_dir / "model.safetensors"))

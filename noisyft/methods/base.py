@@ -20,6 +20,7 @@ from noisyft.data.transforms import eval_transform, normalize, train_transform
 from noisyft.decoded import decode_images, decoded_bytes
 from noisyft.engine import accuracy, decoded_logits, generator, head_logits, image_logits, train_image_epoch
 from noisyft.features import extract_features
+from noisyft.methods.settings import MethodSettings, resolve_settings
 from noisyft.run import RunDir
 from noisyft.selection import selection_metrics
 
@@ -59,6 +60,21 @@ class Context:
     _features: dict = field(default_factory=dict, repr=False)  # split → memmap, looked up once per run
     _tensors: dict = field(default_factory=dict, repr=False)   # split → in-memory tensor of those features
     _decoded: dict = field(default_factory=dict, repr=False)   # split → decoded uint8 images, or None (over budget)
+    _settings: Optional[MethodSettings] = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> MethodSettings:
+        """The method's typed settings for this run (``--extra`` over data-dependent defaults over field defaults)."""
+        if self._settings is None:
+            self._settings = resolve_settings(self.cfg, self.train.classes)
+        return self._settings
+
+    @property
+    def epochs_fft(self) -> int:
+        """Full fine-tuning epochs: ``--epochs-fft`` when given, else the method's own default."""
+        if self.cfg.epochs_fft is not None:
+            return self.cfg.epochs_fft
+        return self.settings.epochs_fft_default() or 0
 
     def resume(self, tag: str, **objects) -> int:
         """Load the checkpoint of loop ``tag`` into ``objects`` (modules, optimisers); return its epoch (0: none)."""

@@ -2,7 +2,7 @@
 
 Confident learning needs *out-of-sample* predicted probabilities: a model must
 never score a sample it was trained on, or it simply agrees with the noisy
-label. So the training set is split into ``extra.folds`` (5) stratified folds
+label. So the training set is split into ``folds`` (``--extra folds``, 5) stratified folds
 (seeded); for each fold a fresh linear head is trained with CE on the cached
 features of the other folds for ``epochs_lp`` epochs and predicts the held-out
 fold. ``cleanlab.filter.find_label_issues(labels, pred_probs)`` (its default
@@ -11,8 +11,8 @@ the selection.
 
 ``cleanlab``: detection plus an LP head trained with CE on the kept samples
 (``epochs_lp`` epochs). ``cleanlab-fft``: the whole model (fresh head, as
-``ce-fft``) fine-tuned with CE on the kept samples for the baseline FFT budget
-(``extra.baseline_fft_epochs``, 5). In both, the report's clean probability is
+``ce-fft``) fine-tuned with CE on the kept samples for ``--epochs-fft`` epochs
+(the baseline budget, 5, by default). In both, the report's clean probability is
 cleanlab's ``get_label_quality_scores`` (self-confidence: the out-of-fold
 probability of the given label) and ``is_label_issue`` is ``find_label_issues``'
 own verdict (the rule training used).
@@ -20,6 +20,7 @@ own verdict (the rule training used).
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,6 +31,23 @@ from noisyft.losses import create_loss
 from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.baselines import BASELINE_FFT_EPOCHS
 from noisyft.methods.registry import METHODS
+from noisyft.methods.settings import MethodSettings
+from noisyft.options import Range, option
+
+
+@dataclass(frozen=True)
+class CleanlabSettings(MethodSettings):
+    """cleanlab's settings."""
+
+    folds: int = option(5, "stratified folds for the out-of-fold probabilities (capped by the largest class's size)",
+                        range=Range(2, None))
+
+
+@dataclass(frozen=True)
+class CleanlabFFTSettings(CleanlabSettings):
+    """cleanlab-fft's settings."""
+
+    EPOCHS_FFT = BASELINE_FFT_EPOCHS
 
 
 def fit_head(ctx: Context, feats: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, epochs: int, salt: int,
@@ -63,13 +81,13 @@ def out_of_fold_probs(ctx: Context, feats: torch.Tensor, folds: int) -> np.ndarr
     return probs
 
 
-def find_issues(ctx: Context, feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def find_issues(ctx: Context, feats: torch.Tensor, folds: int) -> tuple[np.ndarray, np.ndarray]:
     """(kept indices, label-quality score per sample) from cleanlab on out-of-fold LP probabilities."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
     with ctx.run.phase("selection"):
-        probs = out_of_fold_probs(ctx, feats, int(ctx.cfg.extra.get("folds", 5)))
+        probs = out_of_fold_probs(ctx, feats, folds)
         issues = find_label_issues(ctx.train.labels, probs, n_jobs=1)
         quality = get_label_quality_scores(ctx.train.labels, probs)
     kept = np.flatnonzero(~issues)
@@ -78,7 +96,7 @@ def find_issues(ctx: Context, feats: torch.Tensor) -> tuple[np.ndarray, np.ndarr
 
 def _prepare(ctx: Context, log: bool) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     feats = ctx.feature_tensor("train")
-    kept, quality = find_issues(ctx, feats)
+    kept, quality = find_issues(ctx, feats, ctx.settings.folds)
     if log:
         ctx.log_selection(1, kept, n_issues=int(len(ctx.train) - len(kept)))
     return feats, kept, quality
@@ -96,7 +114,7 @@ CLEANLAB_LABEL_QUALITY = ("label_quality: cleanlab's get_label_quality_scores, s
                           "find_label_issues' verdict (prune_by_noise_rate), the samples training leaves out")
 
 
-@METHODS.register("cleanlab")
+@METHODS.register("cleanlab", settings=CleanlabSettings)
 @label_quality_doc(CLEANLAB_LABEL_QUALITY)
 def cleanlab_lp(ctx: Context) -> MethodOutput:
     """cleanlab find_label_issues on out-of-fold LP probabilities; an LP head on the kept samples."""
@@ -107,15 +125,14 @@ def cleanlab_lp(ctx: Context) -> MethodOutput:
     return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=quality, is_issue=_flags(ctx, kept))
 
 
-@METHODS.register("cleanlab-fft")
+@METHODS.register("cleanlab-fft", settings=CleanlabFFTSettings)
 @label_quality_doc(CLEANLAB_LABEL_QUALITY)
 def cleanlab_fft(ctx: Context) -> MethodOutput:
     """cleanlab find_label_issues on out-of-fold LP probabilities; full fine-tuning with CE on the kept samples."""
-    cfg = ctx.cfg
     model, opt = ctx.fresh_model()
     start = ctx.resume("fft", model=model, opt=opt)
     _, kept, quality = _prepare(ctx, log=start == 0)  # deterministic: a resumed run recomputes the same set
-    epochs = int(cfg.extra.get("baseline_fft_epochs", BASELINE_FFT_EPOCHS))
+    epochs = ctx.epochs_fft
     for epoch in range(start + 1, epochs + 1):
         ctx.fine_tune_epoch(model, kept, create_loss("ce"), opt, epoch, epochs)
     with ctx.run.phase("selection"):

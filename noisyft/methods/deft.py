@@ -22,7 +22,8 @@ only, chosen by one evaluation pass of the final detector (no augmentation).
 ``clip-label-match`` is DEFT's baseline detector: a sample is clean when CLIP's
 zero-shot prediction (prompt ``template``) equals its label; then the same phase 2.
 
-Settings (``--extra KEY=VALUE``; defaults are the paper's): see :class:`DualPromptSettings`.
+Settings (``--extra KEY=VALUE``; defaults are the paper's): see :class:`DualPromptSettings`;
+phase 2 runs ``--epochs-fft`` epochs (10, or 5 for real noise, by default).
 Outputs: ``label_issues.csv`` with the detector's clean probability
 (softmax([pos_ȳ, neg_ȳ])[0], or the zero-shot probability of ȳ) as label quality
 and the detector's own verdict (not clean) as ``is_label_issue``;
@@ -47,7 +48,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from noisyft.backbones.base import OptimConfig
-from noisyft.clip_models import DEFAULT_CLIP, ClipModel, is_clip_name, load_clip
+from noisyft.clip_models import DEFAULT_CLIP, ClipModel, load_clip
 from noisyft.config import FitConfig
 from noisyft.data.base import LabeledSet, TorchImageDataset
 from noisyft.data.transforms import eval_transform, train_transform
@@ -59,6 +60,8 @@ from noisyft.losses import SCE, create_loss
 from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.prompts import DualPromptDetector
 from noisyft.methods.registry import METHODS
+from noisyft.methods.settings import MethodSettings, resolve_settings
+from noisyft.options import NON_NEGATIVE, POSITIVE, Range, option
 
 log = logging.getLogger("noisyft")
 
@@ -70,93 +73,54 @@ CLIP_ADAPT_OPTIM = OptimConfig("sgd", 5e-4, 5e-4)  # DEFT phase 2 for CLIP (othe
 # --- settings ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DualPromptSettings:
-    """DEFT's settings, read from ``cfg.extra``.
+PROMPT_SLOT = "{}"
 
-    ``clip``: the phase-1 CLIP (hub id, local dir, ``open_clip:MODEL:PRETRAINED``);
-    defaults to ``cfg.backbone`` when that is a CLIP, else openai/clip-vit-base-patch16.
-    ``peft``: vpt | lora | none. ``prompt``: the text after the learnable context
-    (``{}`` = class name). ``template``: the zero-shot prompt of clip-label-match.
-    ``class_names``: a file with one name per line in class-index order (default:
-    the class folder names, ``_`` read as a space). ``real_noise``: the real-noise
-    variant (clean also needs argmax(pos) = ȳ; SCE warm-up; warm-up 5 and 5
-    adaptation epochs by default). ``lr``/``momentum``/``weight_decay``: phase-1 SGD.
-    ``adapt_epochs``: phase 2 (0 = detection only; the saved model is then untrained).
+
+@dataclass(frozen=True)
+class DualPromptSettings(MethodSettings):
+    """DEFT's settings (``--extra KEY=VALUE``; defaults are the paper's).
+
+    The phase-2 fine-tuning budget is ``--epochs-fft`` (default 10, 5 for real
+    noise; 0 = detection only, the saved model is then untrained). The CLIP
+    defaults to ``cfg.backbone`` when that is a CLIP and the warm-up to 5 for
+    real noise (:func:`noisyft.methods.settings.dataset_defaults`).
     """
 
-    clip: str = DEFAULT_CLIP
-    peft: str = "vpt"
-    vpt_tokens: int = 20
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    n_ctx: int = 16
-    prompt: str = "{}."
-    template: str = "a photo of a {}."
-    class_names: Optional[str] = None
-    real_noise: bool = False
-    detect_epochs: int = 10
-    warmup: int = 1
-    adapt_epochs: int = 10
-    lr: float = 0.03
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    detect_batch_size: int = 64
-    amp: str = "bf16"
+    EPOCHS_FFT = 10
+
+    clip: str = option(DEFAULT_CLIP, "the phase-1 CLIP: hub id, local dir or open_clip:MODEL:PRETRAINED "
+                       "(default: the backbone when it is a CLIP)")
+    peft: str = option("vpt", "how the CLIP image encoder is adapted", choices=PEFT_CHOICES)
+    vpt_tokens: int = option(20, "VPT-deep tokens per layer", range=Range(1, None))
+    lora_rank: int = option(8, "LoRA rank (peft=lora)", range=Range(1, None))
+    lora_alpha: float = option(16.0, "LoRA alpha (peft=lora)", range=POSITIVE)
+    n_ctx: int = option(16, "learnable context tokens of each text prompt", range=Range(1, None))
+    prompt: str = option("{}.", "text after the learnable context ({} = class name)")
+    template: str = option("a photo of a {}.", "zero-shot prompt of clip-label-match ({} = class name)")
+    class_names: Optional[str] = option(None, "file with one class name per line in class-index order (default: the "
+                                        "class folder names, _ read as a space)")
+    real_noise: bool = option(False, "real-noise variant: clean also needs argmax(pos) = label; SCE warm-up; "
+                              "warm-up 5 and 5 fine-tuning epochs by default")
+    detect_epochs: int = option(10, "phase-1 detector epochs", range=NON_NEGATIVE)
+    warmup: int = option(1, "phase-1 warm-up epochs (5 for real noise)", range=NON_NEGATIVE)
+    lr: float = option(0.03, "phase-1 SGD learning rate", range=POSITIVE)
+    momentum: float = option(0.9, "phase-1 SGD momentum", range=Range(0, 1, high_open=True))
+    weight_decay: float = option(5e-4, "phase-1 SGD weight decay", range=NON_NEGATIVE)
+    detect_batch_size: int = option(64, "phase-1 batch size", range=Range(1, None))
+    amp: str = option("bf16", "mixed precision on CUDA", choices=AMP_CHOICES)
 
     @classmethod
-    def from_config(cls, cfg: FitConfig) -> "DualPromptSettings":
-        extra = cfg.extra or {}
-        real = _as_bool("real_noise", extra.get("real_noise", False))
-        defaults = {"clip": cfg.backbone.removeprefix("hf:") if is_clip_name(cfg.backbone) else DEFAULT_CLIP,
-                    "warmup": 5 if real else 1, "adapt_epochs": 5 if real else 10}
-        values = {}
-        for f in dataclasses.fields(cls):
-            raw = extra.get(f.name, defaults.get(f.name, f.default))
-            values[f.name] = None if raw is None else _coerce(f.name, raw, f.type)
-        s = cls(**values)
-        s.validate()
-        return s
+    def from_config(cls, cfg: FitConfig, classes: Sequence[str] = ()) -> "DualPromptSettings":
+        """The settings of this run (``cfg.extra`` over the defaults), whatever ``cfg.method`` says."""
+        return resolve_settings(cfg, classes, method="deft")
 
-    def validate(self) -> None:
-        if self.peft not in PEFT_CHOICES:
-            raise UserError(f"--extra peft={self.peft!r}: choose from {', '.join(PEFT_CHOICES)}")
-        if self.amp not in AMP_CHOICES:
-            raise UserError(f"--extra amp={self.amp!r}: choose from {', '.join(AMP_CHOICES)}")
+    def epochs_fft_default(self) -> int:
+        return 5 if self.real_noise else self.EPOCHS_FFT
+
+    def check(self) -> None:
         for key in ("prompt", "template"):
-            if "{}" not in getattr(self, key):
+            if PROMPT_SLOT not in getattr(self, key):
                 raise UserError(f"--extra {key}={getattr(self, key)!r}: must contain {{}} where the class name goes")
-        for key in ("vpt_tokens", "lora_rank", "n_ctx", "detect_batch_size"):
-            if getattr(self, key) < 1:
-                raise UserError(f"--extra {key}={getattr(self, key)}: must be at least 1")
-        for key in ("detect_epochs", "warmup", "adapt_epochs"):
-            if getattr(self, key) < 0:
-                raise UserError(f"--extra {key}={getattr(self, key)}: must be 0 or more")
-
-
-def _as_bool(key: str, v) -> bool:
-    if isinstance(v, bool):
-        return v
-    if str(v).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(v).lower() in ("0", "false", "no", "off"):
-        return False
-    raise UserError(f"--extra {key}={v!r}: expected true or false")
-
-
-def _coerce(key: str, v, type_name: str):
-    try:
-        if "bool" in type_name:
-            return _as_bool(key, v)
-        if type_name == "int":
-            if isinstance(v, float) and not v.is_integer():
-                raise ValueError
-            return int(v)
-        if type_name == "float":
-            return float(v)
-        return str(v)
-    except (TypeError, ValueError):
-        raise UserError(f"--extra {key}={v!r}: expected {type_name}") from None
 
 
 def class_names(classes: Sequence[str], path: Optional[str] = None) -> list[str]:
@@ -438,40 +402,43 @@ def adapt_optim(ctx: Context) -> OptimConfig:
     return ctx.fft_optim
 
 
-def adapt(ctx: Context, s: DualPromptSettings, model: nn.Module, opt: torch.optim.Optimizer, optim: OptimConfig,
+def adapt(ctx: Context, model: nn.Module, opt: torch.optim.Optimizer, optim: OptimConfig,
           detection: Detection, start: int) -> None:
-    """Phase 2: full fine-tuning with CE on the clean subset (cosine schedule), checkpointed as ``deft2``."""
+    """Phase 2: ``ctx.epochs_fft`` epochs of full fine-tuning with CE on the clean subset (cosine schedule),
+    checkpointed as ``deft2``."""
     chosen = np.flatnonzero(detection.clean)
-    if s.adapt_epochs and not len(chosen):
+    epochs = ctx.epochs_fft
+    if epochs and not len(chosen):
         raise UserError("the detector judged no training sample clean, so there is nothing to fine-tune on; "
                         "check the class names (--extra class_names=FILE) and the CLIP (--extra clip=...)")
     loss_fn = create_loss("ce")
-    for epoch in range(start + 1, s.adapt_epochs + 1):
-        set_lr(opt, cosine_lr(optim.lr, epoch, s.adapt_epochs))
-        ctx.fine_tune_epoch(model, chosen, loss_fn, opt, epoch, s.adapt_epochs, tag="deft2",
+    for epoch in range(start + 1, epochs + 1):
+        set_lr(opt, cosine_lr(optim.lr, epoch, epochs))
+        ctx.fine_tune_epoch(model, chosen, loss_fn, opt, epoch, epochs, tag="deft2",
                             states={"model": model, "opt": opt, "detection": detection}, lr=opt.param_groups[0]["lr"])
 
 
 def _two_phase(ctx: Context, detect) -> MethodOutput:
     """Detect (unless resuming phase 2), fine-tune on the clean subset, report the detector's clean probability."""
-    s = DualPromptSettings.from_config(ctx.cfg)
+    s: DualPromptSettings = ctx.settings
     optim = adapt_optim(ctx)
     model, opt = ctx.fresh_model(optim)
     detection = Detection()
     start = ctx.resume("deft2", model=model, opt=opt, detection=detection)
-    ctx.run.write_json("deft.json", {**dataclasses.asdict(s), "adapt_optim": dataclasses.asdict(optim)})
+    ctx.run.write_json("deft.json", {**dataclasses.asdict(s), "epochs_fft": ctx.epochs_fft,
+                                     "adapt_optim": dataclasses.asdict(optim)})
     if start == 0:
         detection = detect(ctx, s)
-    if s.adapt_epochs == 0:
-        log.warning("adapt_epochs=0: detection only; the saved model's head is untrained")
-    adapt(ctx, s, model, opt, optim, detection, start)
+    if ctx.epochs_fft == 0:
+        log.warning("epochs_fft=0: detection only; the saved model's head is untrained")
+    adapt(ctx, model, opt, optim, detection, start)
     with ctx.run.phase("selection"):
         logits = ctx.image_logits(model, "train", desc="logits:train")
     return MethodOutput(model=model, train_logits=logits, clean_prob=detection.clean_prob, is_issue=~detection.clean,
                         info={"n_clean": int(detection.clean.sum())})
 
 
-@METHODS.register("deft")
+@METHODS.register("deft", settings=DualPromptSettings)
 @label_quality_doc("label_quality: the dual-prompt detector's p_clean = softmax([pos_ȳ, neg_ȳ])[0] for the given label "
                    "ȳ; is_label_issue: the detector's verdict, not clean (p_clean ≤ 0.5; with real_noise also when "
                    "argmax pos ≠ ȳ), the samples fine-tuning leaves out")
@@ -480,7 +447,7 @@ def deft(ctx: Context) -> MethodOutput:
     return _two_phase(ctx, run_detector)
 
 
-@METHODS.register("clip-label-match")
+@METHODS.register("clip-label-match", settings=DualPromptSettings)
 @label_quality_doc("label_quality: CLIP's zero-shot probability of the given label; is_label_issue: CLIP's zero-shot "
                    "prediction differs from the given label (the samples fine-tuning leaves out)")
 def clip_label_match(ctx: Context) -> MethodOutput:

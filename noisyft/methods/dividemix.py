@@ -15,13 +15,13 @@ augmentation (Gaussian noise × per-dimension std, then dropout) standing in for
 image augmentation, and mixes feature vectors; ``dividemix-lp-img`` feeds real
 augmented images through the frozen backbone every step (faithful, slow).
 
-Settings (``extra``): ``warmup`` (5 of the ``epochs_lp`` epochs; the paper uses
-10/30 of 300 for CIFAR-10/100 from scratch, a pretrained backbone's linear head
-needs far fewer), ``p_threshold`` (0.5; 0.6 when the injected noise rate ≥ 0.9),
-``lambda_u`` (150 when the injected noise rate ≥ 0.5, else 25: the CIFAR-100
-values), ``rampup`` (16 epochs, DivideMix's constant), ``sharpen_T`` (0.5),
-``mix_alpha`` (4), and the feature-mode augmentation strengths ``feat_noise``
-(0.1) and ``feat_dropout`` (0.1). The batch is half of ``batch_size`` (the TURN
+Settings (``--extra``, :class:`DivideMixSettings`): ``warmup`` (5 of the
+``epochs_lp`` epochs; the paper uses 10/30 of 300 for CIFAR-10/100 from scratch,
+a pretrained backbone's linear head needs far fewer), ``p_threshold`` (0.5; 0.6
+when the injected noise rate ≥ 0.9), ``lambda_u`` (150 when the injected noise
+rate ≥ 0.5, else 25: the CIFAR-100 values), ``rampup`` (16 epochs, DivideMix's
+constant), ``sharpen_T`` (0.5), ``mix_alpha`` (4), and the feature-mode
+augmentation strengths ``feat_noise`` (0.1) and ``feat_dropout`` (0.1). The batch is half of ``batch_size`` (the TURN
 paper halves it for the two loaders). The report's clean probability is the
 mean of the two heads' final GMM posteriors and a label issue is what
 DivideMix's own rule would leave unlabelled: that mean ≤ ``p_threshold``; the
@@ -31,18 +31,35 @@ papers test with).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from noisyft.losses import per_sample_ce
 from noisyft.methods.base import Context, MethodOutput, label_quality_doc
-from noisyft.methods.mixmatch import (MixSettings, Split, feature_logits, noise_rate, two_head_output,
-                                      two_head_training)
+from noisyft.methods.mixmatch import (FeatureAugmentOptions, MixMatchOptions, MixSettings, Split, feature_logits,
+                                      two_head_output, two_head_training)
 from noisyft.methods.registry import METHODS
+from noisyft.options import NON_NEGATIVE, UNIT_OPEN, option
 from noisyft.selection import fit_per_class_gmm
 
 log = logging.getLogger("noisyft")
+
+
+@dataclass(frozen=True)
+class DivideMixSettings(MixMatchOptions):
+    """dividemix-lp-img's settings (dividemix-lp adds the feature-space augmentation strengths)."""
+
+    lambda_u: float = option(25.0, "weight of the unlabelled loss (150 when the injected noise rate is >= 0.5)",
+                             range=NON_NEGATIVE)
+    p_threshold: float = option(0.5, "clean-probability threshold of the co-divide (0.6 when the injected noise rate "
+                                "is >= 0.9)", range=UNIT_OPEN)
+
+
+@dataclass(frozen=True)
+class DivideMixFeatureSettings(FeatureAugmentOptions, DivideMixSettings):
+    """dividemix-lp's settings."""
 
 
 def gmm_clean_prob(losses: np.ndarray) -> np.ndarray:
@@ -72,13 +89,10 @@ def co_divide(prob1: np.ndarray, prob2: np.ndarray, p_threshold: float) -> tuple
 
 
 def settings_for(ctx: Context) -> tuple[MixSettings, float]:
-    """MixMatch settings and p_threshold from ``extra`` with the published defaults for the noise rate."""
-    e, rate = ctx.cfg.extra, noise_rate(ctx.cfg.noise)
-    lambda_u = float(e.get("lambda_u", 150.0 if rate is not None and rate >= 0.5 else 25.0))
-    p_threshold = float(e.get("p_threshold", 0.6 if rate is not None and rate >= 0.9 else 0.5))
-    s = MixSettings(T=float(e.get("sharpen_T", 0.5)), alpha=float(e.get("mix_alpha", 4.0)), lambda_u=lambda_u,
-                    rampup=float(e.get("rampup", 16.0)), warmup=int(e.get("warmup", 5)))
-    return s, p_threshold
+    """MixMatch settings and p_threshold (the noise-rate defaults come from ``dataset_defaults``)."""
+    e = ctx.settings
+    s = MixSettings(T=e.sharpen_T, alpha=e.mix_alpha, lambda_u=e.lambda_u, rampup=e.rampup, warmup=e.warmup)
+    return s, e.p_threshold
 
 
 def head_clean_probs(ctx: Context, heads, feats: torch.Tensor) -> list[np.ndarray]:
@@ -123,5 +137,5 @@ DIVIDEMIX_LABEL_QUALITY = ("label_quality: mean of the two heads' clean posterio
                            "noise ≥ 0.9), DivideMix's rule for leaving a sample unlabelled")
 
 
-METHODS.register("dividemix-lp")(_dividemix(False))
-METHODS.register("dividemix-lp-img")(_dividemix(True))
+METHODS.register("dividemix-lp", settings=DivideMixFeatureSettings)(_dividemix(False))
+METHODS.register("dividemix-lp-img", settings=DivideMixSettings)(_dividemix(True))

@@ -39,6 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from noisyft.methods.settings import MethodSettings
+from noisyft.options import NON_NEGATIVE, POSITIVE, Range, option
+
 from noisyft.data.base import LabeledSet
 from noisyft.data.transforms import train_transform
 from noisyft.engine import generator, head_logits, optimizer_step
@@ -46,6 +49,24 @@ from noisyft.features import forward_features, make_loader
 from noisyft.methods.base import Context, MethodOutput
 
 log = logging.getLogger("noisyft")
+
+
+@dataclass(frozen=True)
+class MixMatchOptions(MethodSettings):
+    """The MixMatch settings DivideMix and UNICON share."""
+
+    warmup: int = option(5, "CE warm-up epochs (of the epochs_lp epochs)", range=NON_NEGATIVE)
+    rampup: float = option(16.0, "epochs over which the unlabelled-loss weight ramps up after warm-up", range=POSITIVE)
+    sharpen_T: float = option(0.5, "sharpening temperature of guessed and refined labels", range=POSITIVE)
+    mix_alpha: float = option(4.0, "mixup λ ~ Beta(α, α)", range=POSITIVE)
+
+
+@dataclass(frozen=True)
+class FeatureAugmentOptions:
+    """Feature-space augmentation strengths of the cached-feature (``*-lp``) flavours: the weak views."""
+
+    feat_noise: float = option(0.1, "weak view: Gaussian noise × each feature dimension's std", range=NON_NEGATIVE)
+    feat_dropout: float = option(0.1, "weak view: dropout rate on the feature vector", range=Range(0, 1, high_open=True))
 
 # ---------------------------------------------------------------------------
 # MixMatch pieces
@@ -319,12 +340,15 @@ def average_head(a: nn.Linear, b: nn.Linear) -> nn.Linear:
 
 
 def make_views(ctx: Context, image_mode: bool, feats: torch.Tensor):
-    """Feature-space views (cached features) or image views (frozen backbone), with ``extra`` strengths."""
+    """Feature-space views (cached features) or image views (frozen backbone), with the method's strengths.
+
+    The strong strengths are UNICON's settings; DivideMix uses weak views only.
+    """
     if image_mode:
         return ImageViews(ctx)
-    e = ctx.cfg.extra
-    return FeatureViews(feats, weak=(float(e.get("feat_noise", 0.1)), float(e.get("feat_dropout", 0.1))),
-                        strong=(float(e.get("feat_noise_strong", 0.2)), float(e.get("feat_dropout_strong", 0.3))))
+    s = ctx.settings
+    return FeatureViews(feats, weak=(s.feat_noise, s.feat_dropout),
+                        strong=(getattr(s, "feat_noise_strong", 0.2), getattr(s, "feat_dropout_strong", 0.3)))
 
 
 SplitFn = Callable[[int, int, list, torch.Tensor], Split]
@@ -386,13 +410,3 @@ def two_head_output(ctx: Context, heads: tuple[nn.Linear, nn.Linear], clean_prob
     head = average_head(*heads)
     logits = head_logits(head, ctx.features("train"), ctx.device)
     return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=clean_prob, is_issue=is_issue)
-
-
-def noise_rate(noise: Optional[str]) -> Optional[float]:
-    """The rate of an injected-noise spec such as ``sym:0.6`` (None when unknown)."""
-    if not noise or ":" not in noise:
-        return None
-    try:
-        return float(noise.split(":", 1)[1])
-    except ValueError:
-        return None

@@ -3,7 +3,7 @@ selection, class-balanced subsampling and one epoch of full fine-tuning.
 
 Step 1 trains a linear head with GCE (q = 0.7) on cached features, which keeps
 the backbone safe from the noise while the head learns to tell clean from
-noisy. Step 2 repeats E_FFT times: per-sample CE losses of the current model on
+noisy. Step 2 repeats E_FFT times (``--epochs-fft``, 4 by default as in the paper): per-sample CE losses of the current model on
 every training sample (eval mode, no augmentation); a two-component GMM per
 class; samples whose low-mean-component posterior exceeds τ are clean; N_min of
 them per class are drawn uniformly; one epoch of full fine-tuning with CE on that
@@ -18,6 +18,7 @@ TURN passes neither).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from noisyft.losses import create_loss, per_sample_ce
 from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.linear_probe import linear_probe
 from noisyft.methods.registry import METHODS
+from noisyft.methods.settings import MethodSettings
 from noisyft.report.losses import save_losses
 from noisyft.selection import balanced_subsample, fit_per_class_gmm, select_clean, selection_metrics
 
@@ -57,7 +59,14 @@ def gmm_selection(ctx: Context, logits: torch.Tensor, epoch: int, rng: np.random
     return chosen
 
 
-@METHODS.register("turn")
+@dataclass(frozen=True)
+class TurnSettings(MethodSettings):
+    """TURN's options are top-level (``tau``, ``gce_q``, ``epochs_lp``, ``epochs_fft``): the paper's own knobs."""
+
+    EPOCHS_FFT = 4  # E_FFT of the TURN paper
+
+
+@METHODS.register("turn", settings=TurnSettings)
 @label_quality_doc("label_quality: posterior of the low-loss component of the per-class 2-component GMM on the final "
                    "fine-tuned model's CE losses; is_label_issue: label_quality ≤ τ (--tau, 0.6), the rule that keeps a "
                    "sample out of TURN's fine-tuning subset")
@@ -75,10 +84,11 @@ def turn(ctx: Context) -> MethodOutput:
         with ctx.run.phase("selection"):
             logits = ctx.image_logits(model, "train", desc="losses:train")
     loss_fn = create_loss("ce")
-    for epoch in range(start + 1, cfg.epochs_fft + 1):
+    epochs = ctx.epochs_fft
+    for epoch in range(start + 1, epochs + 1):
         with ctx.run.phase("selection"):
             chosen = gmm_selection(ctx, logits, epoch, np.random.default_rng([cfg.seed, 3, epoch]))
-        ctx.fine_tune_epoch(model, chosen, loss_fn, opt, epoch, cfg.epochs_fft)
+        ctx.fine_tune_epoch(model, chosen, loss_fn, opt, epoch, epochs)
         with ctx.run.phase("selection"):
             logits = ctx.image_logits(model, "train", desc="losses:train")
     return MethodOutput(model=model, train_logits=logits)

@@ -5,7 +5,7 @@ epoch: the Jensen–Shannon divergence between the two heads' mean prediction an
 the one-hot given label scores every sample (low = agrees with its label). The
 threshold is the mean JSD, lowered to thr − (thr − min)/τ_f (τ_f = 5) when it
 exceeds d_u = 0.7; the selection ratio SR is the fraction of samples below it
-(as in the published code: SR is data-driven, not a fixed number; ``extra.sr``
+(as in the published code: SR is data-driven, not a fixed number; ``--extra sr``
 fixes it instead). *Uniform selection*: the ``int(SR·N/C)`` lowest-JSD samples
 of every class are labelled (a class with fewer takes all it has), which keeps
 the labelled set class-balanced; everything else is unlabelled. Labelled
@@ -25,7 +25,7 @@ for the two weak and two strong views and mixes feature vectors;
 ``unicon-lp-img`` uses the run's image augmentation (weak) and AutoAugment on
 top (strong) through the frozen backbone.
 
-Settings (``extra``): ``warmup`` (5), ``sr`` (None: from the threshold),
+Settings (``--extra``, :class:`UniconSettings`): ``warmup`` (5), ``sr`` (None: from the threshold),
 ``d_u`` (0.7), ``jsd_tau`` (5), ``lambda_u`` (30), ``lambda_c`` (0.025),
 ``contrast_T`` (0.05), ``rampup`` (16), ``sharpen_T`` (0.5), ``mix_alpha`` (4),
 ``feat_noise``/``feat_dropout`` (0.1/0.1), ``feat_noise_strong``/
@@ -36,6 +36,7 @@ selection above, run on the final heads) would leave unlabelled.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -44,11 +45,37 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisyft.methods.base import Context, MethodOutput, label_quality_doc
-from noisyft.methods.mixmatch import MixSettings, Split, feature_logits, two_head_output, two_head_training
+from noisyft.methods.mixmatch import (FeatureAugmentOptions, MixMatchOptions, MixSettings, Split, feature_logits,
+                                      two_head_output, two_head_training)
 from noisyft.methods.registry import METHODS
+from noisyft.options import NON_NEGATIVE, POSITIVE, Range, option
 from noisyft.selection import selection_metrics
 
 log = logging.getLogger("noisyft")
+
+
+@dataclass(frozen=True)
+class UniconSettings(MixMatchOptions):
+    """unicon-lp-img's settings (unicon-lp adds the feature-space augmentation strengths)."""
+
+    sr: Optional[float] = option(None, "fixed selection ratio SR (null: data-driven, from the JSD threshold)",
+                                 range=Range(0, 1, low_open=True))
+    d_u: float = option(0.7, "JSD threshold above which the threshold is lowered (very noisy data)",
+                        range=Range(0, 1, low_open=True))
+    jsd_tau: float = option(5.0, "τ_f of the lowered threshold thr − (thr − min)/τ_f", range=Range(1, None))
+    lambda_u: float = option(30.0, "weight of the unlabelled loss", range=NON_NEGATIVE)
+    lambda_c: float = option(0.025, "weight of the contrastive loss", range=NON_NEGATIVE)
+    contrast_T: float = option(0.05, "temperature of the contrastive loss", range=POSITIVE)
+
+
+@dataclass(frozen=True)
+class UniconFeatureSettings(FeatureAugmentOptions, UniconSettings):
+    """unicon-lp's settings."""
+
+    feat_noise_strong: float = option(0.2, "strong view: Gaussian noise × each feature dimension's std",
+                                      range=NON_NEGATIVE)
+    feat_dropout_strong: float = option(0.3, "strong view: dropout rate on the feature vector",
+                                        range=Range(0, 1, high_open=True))
 
 
 def jsd_to_label(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -137,23 +164,20 @@ def _split_fn(ctx: Context, sr: Optional[float], d_u: float, tau: float):
 
 def _unicon(image_mode: bool):
     def run(ctx: Context) -> MethodOutput:
-        e = ctx.cfg.extra
-        lambda_c, temp = float(e.get("lambda_c", 0.025)), float(e.get("contrast_T", 0.05))
+        e = ctx.settings
+        lambda_c, temp = e.lambda_c, e.contrast_T
 
         def contrastive(head: nn.Linear, u3: torch.Tensor, u4: torch.Tensor) -> torch.Tensor:
             return lambda_c * nt_xent(head(u3), head(u4), temp)
 
-        settings = MixSettings(T=float(e.get("sharpen_T", 0.5)), alpha=float(e.get("mix_alpha", 4.0)),
-                               lambda_u=float(e.get("lambda_u", 30.0)), rampup=float(e.get("rampup", 16.0)),
-                               warmup=int(e.get("warmup", 5)), strong_mix=True, extra_loss=contrastive)
-        sr = None if e.get("sr") is None else float(e["sr"])
-        d_u, jsd_tau = float(e.get("d_u", 0.7)), float(e.get("jsd_tau", 5.0))
-        split_fn = _split_fn(ctx, sr, d_u, jsd_tau)
+        settings = MixSettings(T=e.sharpen_T, alpha=e.mix_alpha, lambda_u=e.lambda_u, rampup=e.rampup, warmup=e.warmup,
+                               strong_mix=True, extra_loss=contrastive)
+        split_fn = _split_fn(ctx, e.sr, e.d_u, e.jsd_tau)
         heads = two_head_training(ctx, "unicon-img" if image_mode else "unicon", split_fn, settings, image_mode)
         feats = ctx.feature_tensor("train")
         with ctx.run.phase("selection"):
             jsd = mean_jsd(heads, feats, ctx.train.labels)
-            final, _, _ = unicon_split(jsd, ctx.train.labels, ctx.num_classes, sr=sr, d_u=d_u, tau=jsd_tau)
+            final, _, _ = unicon_split(jsd, ctx.train.labels, ctx.num_classes, sr=e.sr, d_u=e.d_u, tau=e.jsd_tau)
         is_issue = np.ones(len(jsd), dtype=bool)
         is_issue[final.labelled] = False
         return two_head_output(ctx, heads, 1.0 - jsd, is_issue=is_issue)
@@ -168,5 +192,5 @@ UNICON_LABEL_QUALITY = ("label_quality: 1 − JSD (base 2) between the two final
                         "the int(SR·N/C) lowest-JSD samples are clean; SR = share below the mean-JSD threshold)")
 
 
-METHODS.register("unicon-lp")(_unicon(False))
-METHODS.register("unicon-lp-img")(_unicon(True))
+METHODS.register("unicon-lp", settings=UniconFeatureSettings)(_unicon(False))
+METHODS.register("unicon-lp-img", settings=UniconSettings)(_unicon(True))
