@@ -107,27 +107,35 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path):
 # ---------------------------------------------------------------- 9. a failed start does not block the fix
 
 
-def test_failed_start_is_restartable_with_a_corrected_config(image_tree, tmp_path, capsys, caplog):
-    out = tmp_path / "r"
-    bad = image_tree / "train" / "red" / "005.png"
-    bad.write_bytes(b"not a png")
-    assert main(["fit", "--data", str(image_tree), "--out", str(out), *TINY]) == 2
+def _small_tree(tmp_path):
+    from tests.conftest import write_tree
+
+    write_tree(tmp_path / "imgs", 10)
+    return tmp_path / "imgs"
+
+
+def test_failed_start_is_restartable_with_a_corrected_config(tmp_path, capsys, caplog):
+    out, data = tmp_path / "r", _small_tree(tmp_path)
+    (data / "red" / "005.png").write_bytes(b"not a png")
+    args = ["fit", "--data", str(data), "--out", str(out), *TINY, "--test-fraction", "0.2", "--epochs-fft", "0"]
+    assert main(args) == 2
     assert "red/005.png" in _one_error_line(capsys)
     assert (out / "config.json").exists() and not (out / "checkpoint.pt").exists()
-    # the corrected command: same --out, another config (skip the bad image, and fix the backbone typo too)
-    assert main(["fit", "--data", str(image_tree), "--out", str(out), "--skip-bad-images", *TINY]) == 0
+    # the corrected command: same --out, another config (skip the bad image)
+    assert main([*args, "--skip-bad-images"]) == 0
     assert "never started training" in caplog.text
     assert json.loads((out / "config.json").read_text())["config"]["skip_bad_images"] is True
     assert json.loads((out / "state.json").read_text())["finished"] == ["done"]
     # a run that did work is still protected
     with pytest.raises(UserError, match="another config"):
-        api.fit(data=str(image_tree), out=str(out), skip_bad_images=True, seed=5, backbone="test_efficientnet",
-                pretrained=False, image_size=32, epochs_lp=2, epochs_fft=1, batch_size=16, num_workers=0, progress=False)
+        api.fit(data=str(data), out=str(out), skip_bad_images=True, seed=5, backbone="test_efficientnet",
+                pretrained=False, image_size=32, epochs_lp=2, epochs_fft=0, batch_size=16, num_workers=0, progress=False)
 
 
-def test_mistyped_backbone_then_corrected(image_tree, tmp_path, capsys):
+def test_mistyped_backbone_then_corrected(tmp_path, capsys):
     out = tmp_path / "r"
-    args = ["fit", "--data", str(image_tree), "--out", str(out), *TINY, "--epochs-fft", "0", "--test-fraction", "0"]
+    args = ["fit", "--data", str(_small_tree(tmp_path)), "--out", str(out), *TINY, "--epochs-fft", "0",
+            "--test-fraction", "0"]
     assert main([*args, "--backbone", "test_efficientnett"]) == 2
     assert "unknown backbone" in _one_error_line(capsys)
     assert main(args) == 0  # the corrected command, same --out
@@ -270,24 +278,44 @@ def test_predict_and_report_do_not_take_remote_code_permission_from_the_weights(
 # ---------------------------------------------------------------- 11. linear probing resumes (loss state too)
 
 
-def test_elr_linear_probe_resumes_from_its_last_epoch_with_the_loss_state(image_tree, tmp_path, monkeypatch):
-    """ELR keeps per-sample targets across epochs: a resumed LP must restore them to match an uninterrupted run."""
+@pytest.mark.parametrize("method", ["elr-lp", "cleanlab"])
+def test_linear_probe_resumes_from_its_last_epoch(tmp_path, monkeypatch, method):
+    """A resumed LP matches an uninterrupted run: ELR's per-sample targets are restored, cleanlab's selection
+    record is not logged twice."""
     import torch
     from safetensors.torch import load_file
 
-    from noisyft.engine import TrainingDiverged
+    from tests.conftest import write_tree
 
-    kw = dict(data=str(image_tree), method="elr-lp", noise="sym:0.4", backbone="test_efficientnet", pretrained=False,
-              image_size=32, epochs_lp=4, batch_size=16, num_workers=0, progress=False, seed=3)
+    write_tree(tmp_path / "imgs", 12)
+    kw = dict(data=str(tmp_path / "imgs"), method=method, noise="sym:0.4", backbone="test_efficientnet",
+              pretrained=False, image_size=32, epochs_lp=4, batch_size=8, num_workers=0, progress=False, seed=3,
+              test_fraction=0.25, extra={"folds": 2} if method == "cleanlab" else {})
     ref = api.fit(out=str(tmp_path / "ref"), **kw)
-    monkeypatch.setenv("NOISYFT_KILL_AT", "nan:linear probing:3:1")  # dies in LP epoch 3: checkpoint of epoch 2 kept
-    with pytest.raises(TrainingDiverged):
+    from noisyft.methods.base import Context
+
+    class Killed(Exception):
+        pass
+
+    save = Context.checkpoint
+
+    def checkpoint_then_die(ctx, tag, epoch, **objects):  # the process "dies" right after LP epoch 2's checkpoint
+        save(ctx, tag, epoch, **objects)
+        if (tag, epoch) == ("lp", 2):
+            raise Killed
+
+    monkeypatch.setattr(Context, "checkpoint", checkpoint_then_die)
+    with pytest.raises(Killed):
         api.fit(out=str(tmp_path / "run"), **kw)
+    monkeypatch.setattr(Context, "checkpoint", save)
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert (ck["tag"], ck["epoch"]) == ("lp", 2) and ck["states"]["loss"]["target"].abs().sum() > 0
-    monkeypatch.delenv("NOISYFT_KILL_AT")
+    assert (ck["tag"], ck["epoch"]) == ("lp", 2)
+    if method == "elr-lp":
+        assert ck["states"]["loss"]["target"].abs().sum() > 0
     res = api.fit(out=str(tmp_path / "run"), **kw)
-    assert (tmp_path / "run" / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
+    for log in ("metrics.jsonl", "selection.jsonl"):
+        ref_log, got = tmp_path / "ref" / log, tmp_path / "run" / log
+        assert (got.read_text() if got.exists() else None) == (ref_log.read_text() if ref_log.exists() else None)
     assert res.label_issues.equals(ref.label_issues)
     a, b = load_file(str(tmp_path / "run" / "model.safetensors")), load_file(str(tmp_path / "ref" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
