@@ -2,7 +2,11 @@
 
 Layout::
 
-    config.json          resolved configuration (refuses to mix with another config)
+    .noisyft-run         marker written first: only a folder holding it (or a pre-marker run's config.json)
+                         is treated as a run; any other non-empty folder is refused as --out
+    .lock                flock held by the process using the run (pid, host, start time inside)
+    config.json          resolved configuration (refuses to mix with another config, unless the run never
+                         did any work: then it restarts with the new one)
     labels.csv           the given labels used (after noise injection) and true labels if known
     noise.json           noise kind, requested/realised rate, seed, transition counts
     metrics.jsonl/.csv   one record per epoch and phase (JSONL is the source of truth; the CSV is
@@ -18,7 +22,8 @@ Layout::
     timings.json         wall seconds per phase
     model.safetensors    final weights;  summary.json  headline numbers
     label_issues.csv     one row per training sample, most suspect first
-    checkpoint.pt        latest epoch's training state + logs (resume); progress.json says which
+    checkpoint.pt        latest epoch's training state + logs (resume: LP epochs too, tag ``lp``); progress.json
+                         says which
     state.json           which phases finished
 """
 from __future__ import annotations
