@@ -121,11 +121,19 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
     """
     cfg = validate_config(dataclasses.replace(config or FitConfig(), **overrides))  # every option, before any work
     method = METHODS.get(cfg.method)
-    splits, val, noise_info = prepare_data(cfg)
-    run = RunDir(cfg.run_dir(), cfg.identity(), dataclasses.asdict(cfg))
+    run = RunDir(cfg.run_dir(), cfg.identity(), dataclasses.asdict(cfg))  # refuses a foreign folder; locks the run
+    try:
+        return _fit_in(run, cfg, method)
+    finally:
+        run.release()
+
+
+def _fit_in(run: RunDir, cfg: FitConfig, method) -> FitResult:
+    """``fit`` inside its locked run directory."""
     if "done" in run.state["finished"] and run.file("label_issues.csv").exists():
         log.info("run %s already finished; returning its results", run.path)
         return FitResult(run.path, run.read_json("summary.json"), read_csv(run.file("label_issues.csv")))
+    splits, val, noise_info = prepare_data(cfg)
     checkpoint = run.load_checkpoint()
     if checkpoint:
         log.warning("resuming %s from %s epoch %d", run.path, checkpoint["tag"], checkpoint["epoch"])
@@ -144,15 +152,37 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
     return finish(ctx, method(ctx), splits, noise_info)
 
 
-def resume(run_dir: str | Path) -> FitResult:
-    """Continue (or return, if finished) the run in ``run_dir`` with the configuration it was started with."""
-    import json
+def resume(run_dir: str | Path, *, allow_remote_code: bool = False, **settings) -> FitResult:
+    """Continue (or return, if finished) the run in ``run_dir`` with the configuration it was started with.
 
-    cfg_file = Path(run_dir) / "config.json"
-    if not cfg_file.exists():
-        raise UserError(f"--resume {run_dir}: no config.json there; is it a noisyft run directory?")
-    saved = json.loads(cfg_file.read_text())["config"]
-    return fit(FitConfig.from_dict({**saved, "out": str(run_dir)}))
+    The run folder's config is data, never a permission: a run started with remote model
+    code allowed resumes only with ``allow_remote_code=True`` given here (``--allow-remote-code``
+    on the command line). Settings that do not change results (``device``, ``num_workers``,
+    ``cache_dir``, ``progress``, ``image_cache_mb``) come from this call, not from the folder,
+    so a shared run cannot choose where noisyft writes its feature cache.
+    """
+    from noisyft.config import NON_RESULT_FIELDS
+    from noisyft.run import is_run_dir, read_run_json
+
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.exists() or not is_run_dir(run_dir):
+        raise UserError(f"--resume {run_dir}: no noisyft config.json there; is it a noisyft run directory?")
+    saved = read_run_json(cfg_file)
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise UserError(f"--resume {run_dir}: {cfg_file} is not a noisyft run config")
+    unknown = sorted(set(settings) - NON_RESULT_FIELDS)
+    if unknown:
+        raise TypeError(f"resume() settings must be among {sorted(NON_RESULT_FIELDS)}, got {unknown}")
+    config = dict(saved["config"])
+    if config.get("allow_remote_code") and not allow_remote_code:
+        raise UserError(f"--resume {run_dir}: this run lets backbone {config.get('backbone')!r} run its own Python code; "
+                        f"a run folder cannot grant that: pass --allow-remote-code on this command line if you trust it")
+    for k in NON_RESULT_FIELDS:  # defaults unless given here (a folder could name a cache path, 10,000 workers, …)
+        config.pop(k, None)
+    config.update({k: v for k, v in settings.items() if v is not None})
+    config["out"] = str(run_dir)
+    return fit(FitConfig.from_dict(config))
 
 
 def detect(config: Optional[FitConfig] = None, **overrides) -> pd.DataFrame:
@@ -162,8 +192,12 @@ def detect(config: Optional[FitConfig] = None, **overrides) -> pd.DataFrame:
     return fit(config, **overrides).label_issues
 
 
-def load_model(run_dir: str | Path) -> tuple[Classifier, dict]:
-    """Rebuild a run's model from its config and ``model.safetensors`` (no pickle, no download)."""
+def load_model(run_dir: str | Path, *, allow_remote_code: bool = False) -> tuple[Classifier, dict]:
+    """Rebuild a run's model from its config and ``model.safetensors`` (no pickle, no download).
+
+    Remote model code (Hugging Face ``trust_remote_code``) runs only when the caller passes
+    ``allow_remote_code=True``: the run folder's own metadata never grants it.
+    """
     run_dir = Path(run_dir)
     weights = run_dir / "model.safetensors"
     if not weights.exists():
@@ -171,18 +205,29 @@ def load_model(run_dir: str | Path) -> tuple[Classifier, dict]:
     from safetensors import safe_open
     import json
 
-    with safe_open(str(weights), "pt") as f:
-        meta = {k: json.loads(v) for k, v in f.metadata().items()}
-    # remote model code runs only if the user allowed it for this run at fit time (recorded in the weights' metadata)
-    remote = {"allow_remote_code": True} if meta.get("allow_remote_code") else {}
-    backbone = create_backbone(meta["backbone"], pretrained=False, image_size=meta["image_size"], **remote)
-    model = Classifier(backbone, len(meta["classes"]))
+    try:
+        with safe_open(str(weights), "pt") as f:
+            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        backbone_name, image_size, classes = meta["backbone"], meta["image_size"], meta["classes"]
+    except Exception as e:
+        raise UserError(f"{weights} is not a noisyft model ({type(e).__name__}: {e}); is the run folder damaged?") from None
+    remote = {"allow_remote_code": True} if allow_remote_code else {}
+    try:
+        backbone = create_backbone(backbone_name, pretrained=False, image_size=image_size, **remote)
+    except Exception as e:
+        if meta.get("allow_remote_code") and not allow_remote_code:
+            raise UserError(f"{run_dir}: backbone {backbone_name!r} was trained with its own Python code allowed and "
+                            f"does not load without it; a run folder cannot grant that: pass --allow-remote-code on "
+                            f"this command line if you trust it ({type(e).__name__}: {e})") from e
+        raise
+    model = Classifier(backbone, len(classes))
     model.load_state_dict(load_weights(weights))
     return model.eval(), meta
 
 
 def predict(run_dir: str | Path, data: str | Sequence[str], *, batch_size: int = 128, device: str = "auto",
-            num_workers: Optional[int] = None, progress: bool = True, top_k: int = 1) -> pd.DataFrame:
+            num_workers: Optional[int] = None, progress: bool = True, top_k: int = 1,
+            allow_remote_code: bool = False) -> pd.DataFrame:
     """Predict classes for unlabelled images with a run's model; one row per image, in input order.
 
     ``data`` is one input or several: a folder (every image at any depth, no
@@ -191,12 +236,13 @@ def predict(run_dir: str | Path, data: str | Sequence[str], *, batch_size: int =
     :mod:`noisyft.data.inputs`. Columns: ``id``, ``predicted_label``,
     ``predicted_class``, ``confidence`` (softmax probability), and with
     ``top_k`` > 1 also ``top{k}_class`` / ``top{k}_confidence`` for k = 2…top_k.
+    ``allow_remote_code``: let a Hugging Face backbone run its own code (only the caller grants it).
     """
     from noisyft.data.inputs import open_images
 
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
-    model, meta = load_model(run_dir)
+    model, meta = load_model(run_dir, allow_remote_code=allow_remote_code)
     source = open_images(data)
     images = LabeledSet(source, np.full(len(source), -1), [])  # no labels: predicting needs none
     dev = resolve_device(device)
@@ -216,12 +262,16 @@ def predict(run_dir: str | Path, data: str | Sequence[str], *, batch_size: int =
 
 
 def report(run_dir: str | Path, *, classes_shown: int = 4, max_points: int = 2000, batch_size: int = 128,
-           num_workers: Optional[int] = None, device: str = "auto") -> Path:
-    """Write ``RUN_DIR/report/index.html`` (plots, most suspect images, t-SNE) for a finished run; return its path."""
+           num_workers: Optional[int] = None, device: str = "auto", allow_remote_code: bool = False) -> Path:
+    """Write ``RUN_DIR/report/index.html`` (plots, most suspect images, t-SNE) for a finished run; return its path.
+
+    ``allow_remote_code``: let a Hugging Face backbone run its own code (only the caller grants it,
+    never the run's config).
+    """
     from noisyft.report.html import write_report
 
     return write_report(run_dir, classes_shown=classes_shown, max_points=max_points, batch_size=batch_size,
-                        num_workers=num_workers, device=device)
+                        num_workers=num_workers, device=device, allow_remote_code=allow_remote_code)
 
 
 DEMO = dict(data="demo", noise="sym:0.6", image_size=96, epochs_lp=20, epochs_fft=4, seed=0)

@@ -19,6 +19,9 @@ from noisyft.config import FitConfig, read_mapping
 from noisyft.errors import UserError, one_line
 from noisyft.options import field_help
 
+REMOTE_HELP = ("let a Hugging Face backbone run its own Python code (trust_remote_code); only this flag grants it, "
+               "never the run folder")
+
 
 def _arg_type(tp):
     args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -123,8 +126,11 @@ def _print_result(res, top: int = 10) -> None:
 def cmd_fit(ns) -> None:
     from noisyft import api
 
-    if ns.resume:
-        _print_result(api.resume(ns.resume))
+    if ns.resume:  # the run's saved config, plus what this command line grants or sets for this machine
+        from noisyft.config import NON_RESULT_FIELDS
+
+        settings = {k: getattr(ns, k, None) for k in NON_RESULT_FIELDS if k != "out"}
+        _print_result(api.resume(ns.resume, allow_remote_code=bool(ns.allow_remote_code), **settings))
         return
     _print_result(api.fit(config_from_args(ns)))
 
@@ -150,7 +156,7 @@ def cmd_predict(ns) -> None:
     from noisyft.csvsafe import to_csv_text, write_csv
 
     df = api.predict(ns.run, ns.data, batch_size=ns.batch_size, device=ns.device, num_workers=ns.num_workers,
-                     top_k=ns.top_k)
+                     top_k=ns.top_k, allow_remote_code=ns.allow_remote_code)
     if ns.output:  # file and class names are escaped against spreadsheet formulas (noisyft.csvsafe)
         write_csv(ns.output, df)
         print(f"wrote {len(df)} predictions to {ns.output}")
@@ -162,7 +168,7 @@ def cmd_report(ns) -> None:
     from noisyft import api
 
     path = api.report(ns.run_dir, classes_shown=ns.classes_shown, max_points=ns.max_points, batch_size=ns.batch_size,
-                      num_workers=ns.num_workers, device=ns.device)
+                      num_workers=ns.num_workers, device=ns.device, allow_remote_code=ns.allow_remote_code)
     print(f"wrote {path}")
 
 
@@ -223,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=128)
     pred.add_argument("--device", default="auto")
     pred.add_argument("--num-workers", type=int, default=None)
+    pred.add_argument("--allow-remote-code", action="store_true", help=REMOTE_HELP)
     pred.set_defaults(func=cmd_predict)
     rep = sub.add_parser("report", help="write an HTML report of a finished run (plots, suspect images, t-SNE)",
                          description="Write RUN_DIR/report/index.html (figures embedded) and its PNGs: loss histograms "
@@ -236,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--batch-size", type=int, default=128)
     rep.add_argument("--device", default="auto")
     rep.add_argument("--num-workers", type=int, default=None)
+    rep.add_argument("--allow-remote-code", action="store_true", help=REMOTE_HELP)
     rep.set_defaults(func=cmd_report)
     bench = sub.add_parser("bench", help="run a grid data × noise × backbone × method × seed and tabulate it (resumable)",
                            description="Run every cell of a grid (one fit each, resumable, parallel-safe) and write "

@@ -2,7 +2,8 @@
 
 Points: ``extract:<shard>`` (after a feature shard is written) and
 ``train:<epoch>:<step>`` (before that fine-tuning step), ``detect:<epoch>:<step>``
-(before that DEFT detector step); ``nan:<where>:<epoch>:<step>`` (where: ``fine-tuning`` or ``linear probing``)
+(before that DEFT detector step), ``lp:<epoch>`` (after that linear-probing epoch is logged, before
+its checkpoint); ``nan:<where>:<epoch>:<step>`` (where: ``fine-tuning`` or ``linear probing``)
 makes that step's loss NaN instead (see ``engine.check_finite``). A real SIGKILL at a
 chosen place makes the kill-and-resume tests exact instead of timing-dependent.
 """

@@ -2,7 +2,11 @@
 
 Layout::
 
-    config.json          resolved configuration (refuses to mix with another config)
+    .noisyft-run         marker written first: only a folder holding it (or a pre-marker run's config.json)
+                         is treated as a run; any other non-empty folder is refused as --out
+    .lock                flock held by the process using the run (pid, host, start time inside)
+    config.json          resolved configuration (refuses to mix with another config, unless the run never
+                         did any work: then it restarts with the new one)
     labels.csv           the given labels used (after noise injection) and true labels if known
     noise.json           noise kind, requested/realised rate, seed, transition counts
     metrics.jsonl/.csv   one record per epoch and phase (JSONL is the source of truth; the CSV is
@@ -18,7 +22,8 @@ Layout::
     timings.json         wall seconds per phase
     model.safetensors    final weights;  summary.json  headline numbers
     label_issues.csv     one row per training sample, most suspect first
-    checkpoint.pt        latest epoch's training state + logs (resume); progress.json says which
+    checkpoint.pt        latest epoch's training state + logs (resume: LP epochs too, tag ``lp``); progress.json
+                         says which
     state.json           which phases finished
 """
 from __future__ import annotations
@@ -38,38 +43,140 @@ from safetensors.torch import load_file, save_file
 
 from noisyft.atomic import atomic_path, write_json
 from noisyft.errors import UserError
+from noisyft.runlock import RunLock
 
 log = logging.getLogger("noisyft")
 LOG_STREAMS = ("metrics", "selection")
 TENSORBOARD_DIR = "tensorboard"
 
 
+MARKER = ".noisyft-run"  # written first into every run directory: what makes a folder "a noisyft run"
+FORMAT = "noisyft-run/1"  # config.json's "format" field
+# Files whose presence means a run did real work (a checkpoint, a finished phase, logged epochs, outputs).
+WORK_FILES = ("checkpoint.pt", "model.safetensors", "label_issues.csv", "summary.json")
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a noisyft run directory: it has the marker, or (runs made before the marker
+    existed) a config.json holding noisyft's ``identity`` and ``config``."""
+    if (path / MARKER).is_file():
+        return True
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("identity"), dict) and isinstance(cfg.get("config"), dict)
+
+
+def check_out_dir(path: Path) -> None:
+    """Refuse a ``--out`` that is a file, or an existing non-empty folder that is not a noisyft run.
+
+    noisyft writes and removes files of fixed names (labels.csv, metrics.csv, tensorboard/, …) in a
+    run directory; in a folder of the user's those would be the user's files.
+    """
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is a file, not a folder: give a new or empty folder for the run directory")
+    if not path.is_dir() or is_run_dir(path):
+        return
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    if entries:
+        shown = ", ".join(entries[:5]) + (f", … ({len(entries)} entries)" if len(entries) > 5 else "")
+        raise UserError(f"--out {path} is a folder that is not a noisyft run and is not empty (holds {shown}); "
+                        f"noisyft would overwrite files there: give a new or empty folder")
+
+
+def read_run_json(path: Path, default=None):
+    """A JSON file of a run directory; one-line UserError when it is unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'empty'}); "
+                        f"it was not written by noisyft or is damaged: use another --out or delete the run "
+                        f"directory") from None
+
+
 class RunDir:
-    """One run's directory. Creating it over an existing run of another config is refused."""
+    """One run's directory: locked while in use; creating it over a run of another config is refused.
+
+    A run that never started work (no checkpoint, no finished phase, no logged epoch: e.g. it
+    failed on a corrupt image or a mistyped backbone) is restarted with the new config instead.
+    """
 
     def __init__(self, path: str | Path, identity: dict, full_config: dict):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        cfg_file = self.path / "config.json"
-        if cfg_file.exists():
-            old = json.loads(cfg_file.read_text()).get("identity", {})
-            if json.loads(json.dumps(old, default=str)) != json.loads(json.dumps(identity, default=str)):
-                diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-                raise UserError(f"run directory {self.path} holds a run with another config (differs in: {', '.join(diff)}); "
-                                f"use another --out or delete it")
-        write_json(cfg_file, {"identity": identity, "config": full_config})
         self.timings: dict[str, float] = {}
         self._records: dict[str, list] = {}
-        self.state: dict = self.read_json("state.json", {"finished": []})
         self._tb = None  # SummaryWriter, opened at the first record
         self._tb_missing = False
+        check_out_dir(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / MARKER).exists():
+            from noisyft.atomic import write_text
+
+            write_text(self.path / MARKER, "a noisyft run directory: noisyft writes and deletes its own files here\n")
+        self._lock = RunLock(self.path)
+        self._lock.acquire()
+        try:
+            self.restarted = self._check_config(identity)
+            write_json(self.path / "config.json", {"format": FORMAT, "identity": identity, "config": full_config})
+            self.state: dict = self._read_state()
+        except BaseException:
+            self.release()
+            raise
+
+    def _check_config(self, identity: dict) -> bool:
+        """Refuse another config over a run that did work; True if a never-started run is restarted."""
+        cfg_file = self.path / "config.json"
+        saved = read_run_json(cfg_file)
+        if saved is None:
+            return False
+        if not isinstance(saved, dict) or not isinstance(saved.get("identity"), dict):
+            raise UserError(f"{cfg_file} is not a noisyft run config (no identity); use another --out or delete it")
+        old = json.loads(json.dumps(saved["identity"], default=str))
+        new = json.loads(json.dumps(identity, default=str))
+        if old == new:
+            return False
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if self.did_work():
+            raise UserError(f"run directory {self.path} holds a run with another config (differs in: {', '.join(diff)}); "
+                            f"use another --out or delete it")
+        log.warning("run directory %s holds a run that never started training; restarting it with the new config "
+                    "(differs in: %s)", self.path, ", ".join(diff))
+        for name in ("timings.json", "progress.json", "state.json"):  # the failed attempt's leftovers
+            self.file(name).unlink(missing_ok=True)
+        return True
+
+    def did_work(self) -> bool:
+        """Whether the run saved anything worth keeping: a checkpoint, a finished phase, a logged record, outputs."""
+        if any(self.file(n).exists() for n in WORK_FILES):
+            return True
+        if any(self.file(f"{s}.jsonl").is_file() and self.file(f"{s}.jsonl").stat().st_size for s in LOG_STREAMS):
+            return True
+        losses = self.file("losses")
+        if losses.is_dir() and any(losses.iterdir()):
+            return True
+        state = read_run_json(self.file("state.json"), {})
+        return bool(isinstance(state, dict) and state.get("finished"))
+
+    def _read_state(self) -> dict:
+        state = read_run_json(self.file("state.json"), {"finished": []})
+        if not isinstance(state, dict) or not isinstance(state.get("finished"), list):
+            raise UserError(f"{self.file('state.json')} is not a noisyft run state; delete it to let the run "
+                            f"continue from its checkpoint")
+        return state
+
+    def release(self) -> None:
+        """Close the TensorBoard writer and unlock the directory (another process may use it now)."""
+        self.close()
+        self._lock.release()
 
     def file(self, name: str) -> Path:
         return self.path / name
 
     def read_json(self, name: str, default=None):
-        f = self.file(name)
-        return json.loads(f.read_text()) if f.exists() else default
+        return read_run_json(self.file(name), default)
 
     def write_json(self, name: str, obj) -> None:
         write_json(self.file(name), obj)
@@ -90,10 +197,16 @@ class RunDir:
         """Begin (or continue from ``checkpoint``): logs and timings are exactly those of the checkpoint.
 
         JSONL, CSV and TensorBoard logs are all rebuilt from the checkpoint's records,
-        so records logged after the checkpoint by a killed run leave no trace.
+        so records logged after the checkpoint by a killed run leave no trace. Timings are
+        the larger of the checkpoint's and ``timings.json``'s per phase: the wall time a killed
+        attempt spent after its last checkpoint (finished phases, e.g. LP epochs) is kept.
         """
         self._records = {k: list(v) for k, v in (checkpoint or {}).get("records", {}).items()}
         self.timings = dict((checkpoint or {}).get("timings", {}))
+        spent = self.read_json("timings.json", {})
+        for name, seconds in (spent.items() if isinstance(spent, dict) else ()):
+            if isinstance(seconds, (int, float)) and seconds > self.timings.get(name, 0.0):
+                self.timings[name] = float(seconds)
         for stream in LOG_STREAMS:
             self.file(f"{stream}.jsonl").unlink(missing_ok=True)
             self.file(f"{stream}.csv").unlink(missing_ok=True)
@@ -168,8 +281,20 @@ class RunDir:
         self.write_json("progress.json", {"tag": tag, "epoch": epoch})
 
     def load_checkpoint(self) -> dict | None:
+        """The saved training state, or None. A damaged file is a one-line UserError, not a silent restart:
+        it is the only record of the work done (writes are atomic, so a kill never truncates it)."""
         f = self.file("checkpoint.pt")
-        return torch.load(f, map_location="cpu", weights_only=True) if f.exists() else None
+        if not f.exists():
+            return None
+        try:
+            ck = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated zip, foreign pickle refused by weights_only, …
+            raise UserError(f"{f} is unreadable ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}); "
+                            f"if the run folder was copied, copy it again, else delete {f} to restart the run "
+                            f"from the beginning") from None
+        if not isinstance(ck, dict) or not {"tag", "epoch", "states"} <= set(ck):
+            raise UserError(f"{f} is not a noisyft checkpoint; delete it to restart the run from the beginning")
+        return ck
 
     def drop_checkpoint(self) -> None:
         self.file("checkpoint.pt").unlink(missing_ok=True)

@@ -138,10 +138,11 @@ def test_resume_rewrites_logs_from_the_checkpoint(tmp_path):
         if epoch == 2:
             run.save_checkpoint("lp", 2, {})
     checkpoint = run.load_checkpoint()
+    run.release()  # the killed process's lock goes with it
     resumed = RunDir(tmp_path, {"a": 1}, {})
     resumed.start(checkpoint)
     resumed.log("metrics", {"phase": "lp", "epoch": 3, "test_acc": 0.9, "info": {"n": 3}})
-    resumed.close()
+    resumed.release()
     scalars = _scalars(tmp_path / "tensorboard")
     assert scalars["metrics/test_acc"] == [(1, pytest.approx(0.1)), (2, pytest.approx(0.2)), (3, pytest.approx(0.9))]
     assert scalars["metrics/info/n"] == [(1, 1.0), (2, 2.0), (3, 3.0)]

@@ -1,4 +1,4 @@
-"""A run SIGKILLed mid-extraction or mid-fine-tuning resumes to the same outputs as an uninterrupted run."""
+"""A run SIGKILLed mid-extraction, mid-linear-probing or mid-fine-tuning resumes to the same outputs as an uninterrupted run."""
 import json
 import os
 import subprocess
@@ -42,7 +42,7 @@ def reference(tmp_path_factory):
     return data, base, _outputs(base / "ref")
 
 
-@pytest.mark.parametrize("kill_at", ["extract:1", "train:2:3"])
+@pytest.mark.parametrize("kill_at", ["extract:1", "lp:3", "train:2:3"])
 def test_killed_run_resumes_bit_identical(reference, kill_at):
     data, base, ref = reference
     out, cache = base / f"run-{kill_at.replace(':', '-')}", base / f"cache-{kill_at.replace(':', '-')}"
@@ -51,10 +51,18 @@ def test_killed_run_resumes_bit_identical(reference, kill_at):
     assert not (out / "summary.json").exists()
     if kill_at.startswith("extract"):
         assert not any(cache.rglob("features.npy")) and any(cache.rglob("part-00001.npy"))
+    elif kill_at.startswith("lp"):  # epoch 3 was logged, its checkpoint not written: resume redoes it only
+        assert json.loads((out / "progress.json").read_text()) == {"tag": "lp", "epoch": 2}
+        assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
     else:
         assert json.loads((out / "progress.json").read_text()) == {"tag": "fft", "epoch": 1}
+    killed_time = json.loads((out / "timings.json").read_text())
     resumed = _fit(data, out, cache)
     assert resumed.returncode == 0, resumed.stderr
+    if not kill_at.startswith("extract"):
+        assert f"resuming {out} from {kill_at.split(':')[0].replace('train', 'fft')} epoch" in resumed.stderr
+    timings = json.loads((out / "timings.json").read_text())
+    assert all(timings[k] >= v for k, v in killed_time.items())  # the killed attempt's time is kept
     metrics, selection, issues, weights = _outputs(out)
     ref_metrics, ref_selection, ref_issues, ref_weights = ref
     assert metrics == ref_metrics

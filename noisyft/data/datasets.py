@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import pickle
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 
 from noisyft.data.base import DataSplits, ImageSource, LabeledSet
 from noisyft.data.cifar100 import FINE_CLASSES
+from noisyft.data.safe_pickle import UnsafePickle, load_data_pickle
 from noisyft.data.sources import ArraySource, FolderSource, ZipSource, is_image_name
 from noisyft.errors import UserError
 from noisyft.registry import Registry
@@ -257,10 +257,17 @@ def _read_cifar_files(loc: Path, spec: _Cifar) -> dict[str, bytes]:
 def _unpickle(files: dict[str, bytes], f: str, loc: Path, spec: _Cifar) -> dict:
     if f not in files:
         raise UserError(f"{spec.title} file {f} missing in {loc}: re-extract {spec.archive}")
-    try:
-        return pickle.loads(files[f], encoding="bytes")  # the official CIFAR format is pickle
+    try:  # the official CIFAR format is pickle: read with an unpickler that admits data only (no code)
+        batch = load_data_pickle(files[f], encoding="bytes")
+    except UnsafePickle as e:
+        raise UserError(f"refusing to read {spec.title} file {f} in {loc}: it is not a plain CIFAR batch (it names "
+                        f"{e}, which could run code); use the files from {spec.archive}") from None
     except Exception as e:
         raise UserError(f"cannot read {spec.title} file {f} in {loc}: {e}") from None
+    if not isinstance(batch, dict):
+        raise UserError(f"{spec.title} file {f} in {loc} holds a {type(batch).__name__}, not a batch dict: "
+                        f"is it the python version?")
+    return batch
 
 
 def _cifar_split(files: dict[str, bytes], names: tuple[str, ...], loc: Path, spec: _Cifar):

@@ -52,17 +52,23 @@ class CleanlabFFTSettings(CleanlabSettings):
 
 def fit_head(ctx: Context, feats: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, epochs: int, salt: int,
              log_phase: str | None = None) -> nn.Linear:
-    """A fresh CE linear head trained on ``indices`` of the cached features (logging test accuracy if ``log_phase``)."""
+    """A fresh CE linear head trained on ``indices`` of the cached features (logging test accuracy if ``log_phase``).
+
+    A logged head is checkpointed every epoch (tag ``lp``) and resumes from its last one; the
+    unlogged out-of-fold heads are recomputed (deterministic, and quick on cached features).
+    """
     torch.manual_seed(generator(ctx.cfg.seed, 40, salt).initial_seed())
     head = nn.Linear(feats.shape[1], ctx.num_classes).to(ctx.device)
     opt = ctx.lp_optim.build(head.parameters())
     idx = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(feats.device)
-    for epoch in range(1, epochs + 1):
+    start = ctx.resume("lp", head=head, opt=opt) if log_phase else 0
+    for epoch in range(start + 1, epochs + 1):
         with ctx.run.phase(log_phase) if log_phase else nullcontext():  # out-of-fold heads are timed by the caller
             loss = train_head_epoch(head, feats[idx], labels[idx], create_loss("ce"), opt, batch_size=ctx.cfg.batch_size,
                                     gen=generator(ctx.cfg.seed, 41, salt, epoch), epoch=epoch)
         if log_phase:
             ctx.log_epoch(log_phase, epoch, head=head, train_loss=loss, n_train=int(len(idx)))
+            ctx.checkpoint("lp", epoch, head=head, opt=opt)
     return head
 
 
@@ -118,7 +124,8 @@ CLEANLAB_LABEL_QUALITY = ("label_quality: cleanlab's get_label_quality_scores, s
 @label_quality_doc(CLEANLAB_LABEL_QUALITY)
 def cleanlab_lp(ctx: Context) -> MethodOutput:
     """cleanlab find_label_issues on out-of-fold LP probabilities; an LP head on the kept samples."""
-    feats, kept, quality = _prepare(ctx, log=True)
+    resumed = bool(ctx.resume_state) and ctx.resume_state["tag"] == "lp"  # its selection record is in the checkpoint
+    feats, kept, quality = _prepare(ctx, log=not resumed)
     labels = torch.as_tensor(ctx.train.labels).to(ctx.device)
     head = fit_head(ctx, feats, labels, kept, ctx.cfg.epochs_lp, salt=99, log_phase="lp")
     logits = head_logits(head, ctx.features("train"), ctx.device)

@@ -77,8 +77,12 @@ def _cached(backbone, source, cache_dir: Optional[str]) -> Optional[np.ndarray]:
 
 
 def features_before_after(run_dir: Path, config: dict, train: LabeledSet, rows: np.ndarray, *, batch_size: int = 128,
-                          num_workers: Optional[int] = 0, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """``(before, after)`` features of training samples ``rows``: frozen pre-trained backbone vs. fine-tuned one."""
+                          num_workers: Optional[int] = 0, device: str = "auto",
+                          allow_remote_code: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(before, after)`` features of training samples ``rows``: frozen pre-trained backbone vs. fine-tuned one.
+
+    Remote model code runs only with the caller's ``allow_remote_code``, never because the run's config says so.
+    """
     from noisyft.api import load_model
     from noisyft.backbones import create_backbone
     from noisyft.engine import resolve_device
@@ -86,13 +90,13 @@ def features_before_after(run_dir: Path, config: dict, train: LabeledSet, rows: 
     dev = resolve_device(device)
     with torch.random.fork_rng():  # a randomly initialised backbone gets the run's initial weights
         torch.manual_seed(int(config.get("seed", 0)))
-        remote = {"allow_remote_code": True} if config.get("allow_remote_code") else {}  # as fit() does
+        remote = {"allow_remote_code": True} if allow_remote_code else {}  # the caller's grant, not the folder's
         frozen = create_backbone(config["backbone"], pretrained=config.get("pretrained", True),
                                  image_size=config.get("image_size"), **remote)
     cached = _cached(frozen, train.source, config.get("cache_dir"))
     kw = dict(batch_size=batch_size, num_workers=num_workers, device=dev)
     before = np.asarray(cached[rows]) if cached is not None else _forward(frozen, train.source, rows, **kw)
-    model, _ = load_model(run_dir)
+    model, _ = load_model(run_dir, allow_remote_code=allow_remote_code)
     after = _forward(model.backbone, train.source, rows, **kw)
     return before, after
 

@@ -82,7 +82,10 @@ def load_run(run_dir: str | Path) -> RunView:
     d = Path(run_dir)
     if not d.is_dir():
         raise UserError(f"{d}: no such run directory")
-    state = json.loads((d / "state.json").read_text()) if (d / "state.json").exists() else {}
+    from noisyft.run import read_run_json
+
+    state = read_run_json(d / "state.json", {})
+    state = state if isinstance(state, dict) else {}
     needed = ("summary.json", "label_issues.csv", "labels.csv", "model.safetensors", "config.json")
     missing = [n for n in needed if not (d / n).exists()]
     if "done" not in state.get("finished", []) or missing:
@@ -90,12 +93,19 @@ def load_run(run_dir: str | Path) -> RunView:
                         f"run `noisyft fit --out {d}` to completion first")
     from safetensors import safe_open
 
-    with safe_open(str(d / "model.safetensors"), "pt") as f:
-        classes = json.loads(f.metadata()["classes"])
-    labels = read_csv(d / "labels.csv", dtype={"id": str}).sort_values("index").reset_index(drop=True)
-    return RunView(d, json.loads((d / "config.json").read_text())["config"], json.loads((d / "summary.json").read_text()),
-                   _jsonl(d / "metrics.jsonl"), _jsonl(d / "selection.jsonl"), labels,
-                   read_csv(d / "label_issues.csv", dtype={"id": str}), classes)
+    try:
+        with safe_open(str(d / "model.safetensors"), "pt") as f:
+            classes = json.loads(f.metadata()["classes"])
+        labels = read_csv(d / "labels.csv", dtype={"id": str}).sort_values("index").reset_index(drop=True)
+        config = read_run_json(d / "config.json")["config"]
+        return RunView(d, config, read_run_json(d / "summary.json"), _jsonl(d / "metrics.jsonl"),
+                       _jsonl(d / "selection.jsonl"), labels, read_csv(d / "label_issues.csv", dtype={"id": str}),
+                       classes)
+    except UserError:
+        raise
+    except Exception as e:  # a damaged or foreign file: one line, not a traceback
+        raise UserError(f"{d} is not a readable noisyft run ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        f"is the run folder damaged?") from None
 
 
 # ---------------------------------------------------------------- HTML helpers
@@ -283,11 +293,13 @@ def _guarded(title: str, build: Callable[[], str]) -> str:
 
 
 def write_report(run_dir: str | Path, *, classes_shown: int = 4, max_points: int = 2000, batch_size: int = 128,
-                 num_workers: Optional[int] = None, device: str = "auto") -> Path:
+                 num_workers: Optional[int] = None, device: str = "auto", allow_remote_code: bool = False) -> Path:
     """Write ``RUN_DIR/report/index.html`` (figures embedded) and its PNGs; return the page's path.
 
     ``classes_shown`` classes get loss histograms on the page (all classes get linked
     PNGs); t-SNE uses at most ``max_points`` training samples (0 skips it).
+    ``allow_remote_code`` (the caller's, never the run config's) lets a Hugging Face
+    backbone run its own code.
     """
     if classes_shown < 1:
         raise UserError(f"--classes-shown must be at least 1, got {classes_shown}")
@@ -305,7 +317,8 @@ def write_report(run_dir: str | Path, *, classes_shown: int = 4, max_points: int
         ("Accuracy per epoch", lambda: accuracy_section(run, out)),
         ("Most suspect labels", lambda: suspects_section(run, out, train) if train else _note(why)),
         ("Features before and after fine-tuning", lambda: _note("t-SNE skipped (--max-points 0).") if max_points == 0
-         else tsne_section(run, out, train, max_points, batch_size=batch_size, num_workers=num_workers, device=device)
+         else tsne_section(run, out, train, max_points, batch_size=batch_size, num_workers=num_workers, device=device,
+                           allow_remote_code=allow_remote_code)
          if train else _note(why)),
     ]
     body = "".join(f"<section><h2>{_e(t)}</h2>{_guarded(t, b)}</section>" for t, b in sections)
