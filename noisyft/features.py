@@ -178,7 +178,7 @@ def entry_lock(entry: Path) -> Iterator[None]:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                log.info("waiting for another process that is extracting features into %s", entry)
+                log.warning("waiting for another process that is extracting the same features (%s)", entry)
                 fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

@@ -3,6 +3,14 @@
 Each source maps an index to a PIL RGB image and has stable string ids and a
 cheap content fingerprint (the feature cache keys on it). Sources are pickled
 into DataLoader workers, so file handles are opened lazily in each process.
+
+Fingerprints cover: folders, each file's path, size and a sha256 of its first
+and last 4 KiB (files up to 8 KiB whole), not dates, so a copied or moved
+folder still hits the cache and an image replaced in place does not (about
+50 µs a file with a warm page cache on 2 cores: ~1 min per million files,
+paid once per process); zips, each member's name, CRC-32 and size from the
+central directory (a content hash for free); arrays, every byte. Decoding
+applies EXIF orientation and scales 16-bit greyscale to 8 bits.
 """
 from __future__ import annotations
 
