@@ -100,7 +100,9 @@ def test_consensus_ranks_wrong_labels_and_trains_on_everyone(runs):
     det = full.summary["detection"]
     assert det["auroc"] > 0.8 and det["issue_f1"] > 0.5  # random ranking: AUROC ~0.5, F1 ~0.3
     sel = [json.loads(line) for line in (d / "selection.jsonl").read_text().splitlines()]
-    assert sel[0]["epoch"] == 0 and sel[0]["auroc_consensus"] > 0.8 and sel[0]["precision"] > 0.85  # vs 0.7 clean
+    mine = [r for r in sel if "auroc_consensus" in r]  # UNICON-LP's own selection steps come first
+    assert len(mine) == 1 and mine[0]["epoch"] == 0
+    assert mine[0]["auroc_consensus"] > 0.8 and mine[0]["precision"] > 0.85  # ~0.7 of the labels are clean
     assert full.summary["best_test_acc"] > 0.6
     df = pd.read_csv(d / "label_issues.csv")
     assert df["label_quality"].is_monotonic_increasing
