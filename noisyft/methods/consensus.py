@@ -236,7 +236,7 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> tuple[np.ndarray, np.nda
 
 @METHODS.register("consensus-detect")
 def consensus_detect(ctx: Context) -> MethodOutput:
-    """Consensus detector on cached features (out-of-fold probes + kNN agreement + UNICON-LP heads) and its refurbished-label head."""
+    """Cached-feature detector: UNICON-LP heads rank (1 − JSD), GCE out-of-fold probes + heads predict; a refurbished-label head."""
     s = ConsensusSettings.from_extra(ctx.cfg.extra)
     score, w, probs, head = run_detector(ctx, s)
     with ctx.run.phase("lp"):
