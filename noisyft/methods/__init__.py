@@ -9,5 +9,6 @@ from noisyft.methods import small_loss as _small_loss  # noqa: F401,E402
 from noisyft.methods import dividemix as _dividemix  # noqa: F401,E402
 from noisyft.methods import unicon as _unicon  # noqa: F401,E402
 from noisyft.methods import cleanlab_peer as _cleanlab_peer  # noqa: F401,E402
+from noisyft.methods import consensus as _consensus  # noqa: F401,E402
 
 __all__ = ["METHODS", "Context", "MethodOutput", "resolve_settings", "validate_config"]

@@ -1,0 +1,200 @@
+"""Design study for the ``consensus`` method (issue 13): which detector, which fine-tuning.
+
+Two parts, each printing a table and writing JSON under ``benchmarks/results/``:
+
+``detect``  (cached features only, seconds per cell on a CPU): every detector component alone and
+            combined (out-of-fold probes, kNN agreement, UNICON-LP co-training), against cleanlab's
+            score/verdict and TURN's GCE probe + GMM. Reports the label-issue AUROC against the
+            truth of the *training* labels, the issue F1 of each rule, and the accuracy of each
+            candidate head on the *noisy validation* split. No test accuracy is computed.
+
+``fft``     full runs through ``api.fit`` for a list of methods/variants × noise settings (the GPU
+            comparison): val-selected test accuracy, best/last, wall time, AUROC, issue F1.
+
+Examples (repository root)::
+
+    PYTHONPATH=$PWD python benchmarks/new_method_design.py detect --seeds 0 1
+    PYTHONPATH=$PWD python benchmarks/new_method_design.py fft --noises sym:0.2 asym:0.4 sym:0.9 \\
+        --methods consensus turn ce-fft gce-fft unicon-lp --epochs-fft 5
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import RESULTS, md_table, stamp  # noqa: E402
+
+NOISES = ["sym:0.2", "asym:0.2", "inst:0.2", "asym:0.4", "inst:0.4", "sym:0.6", "sym:0.9"]
+DATA = "/work/shared/data/cifar10-jpeg.zip"
+COMBOS = [["oof", "knn"], ["oof", "cotrain"], ["knn30", "cotrain"], ["oof_gce", "cotrain"], ["oof_gce", "knn30"],
+          ["oof", "knn", "cotrain"], ["oof_gce", "knn30", "cotrain"]]
+GRID = dict(max_train=5000, max_test=2000, val_fraction=0.1, image_size=96)
+
+
+def make_ctx(**kw):
+    """A Context for a config without running a method (temporary run directory)."""
+    from noisyft import api
+    from noisyft.backbones import create_backbone
+    from noisyft.config import FitConfig, parse_optim
+    from noisyft.engine import resolve_device
+    from noisyft.methods import Context
+    from noisyft.run import RunDir
+
+    cfg = dataclasses.replace(FitConfig(), progress=False, **kw)
+    splits, val, _ = api.prepare_data(cfg)
+    run = RunDir(tempfile.mkdtemp(prefix="design-"), cfg.identity(), dataclasses.asdict(cfg))
+    run.start(None)
+    bb = create_backbone(cfg.backbone, pretrained=cfg.pretrained, image_size=cfg.image_size)
+    lp, fft = bb.hparams
+    return Context(cfg, splits.train, splits.test, val, bb, run, resolve_device(cfg.device),
+                   parse_optim(cfg.lp_optim, lp, "lp"), parse_optim(cfg.fft_optim, fft, "fft"))
+
+
+def auroc(score: np.ndarray, wrong: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(wrong, -np.asarray(score)))
+
+
+def f1(flags: np.ndarray, wrong: np.ndarray) -> float:
+    tp = float((flags & wrong).sum())
+    return 2 * tp / max(flags.sum() + wrong.sum(), 1)
+
+
+def detect_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
+    from noisyft.engine import head_logits
+    from noisyft.losses import per_sample_ce
+    from noisyft.methods import consensus_detect as cd
+    from noisyft.methods.consensus import refurbish_head
+    from noisyft.methods.linear_probe import linear_probe
+    from noisyft.selection import fit_per_class_gmm
+
+    ctx = make_ctx(data=data, noise=noise, seed=seed, **grid)
+    feats, labels, C = ctx.feature_tensor("train"), ctx.train.labels, ctx.num_classes
+    wrong = ctx.train.true_labels != labels
+    val_f, val_y = ctx.feature_tensor("val"), ctx.val.labels
+    c = ctx.cfg
+    row: dict = {"noise": noise, "seed": seed, "realised": float(wrong.mean())}
+    t = time.perf_counter()
+    det, unicon_head = cd.detect(feats, labels, C, components=cd.COMPONENTS, folds=5, epochs=c.epochs_lp, optim=ctx.lp_optim,
+                                 batch_size=c.batch_size, seed=seed, k=20, knn_temperature=0.1, ctx=ctx)
+    row["t_detect"] = time.perf_counter() - t
+    for k in (10, 30, 50):
+        p = cd.knn_probs(feats, labels, C, k=k, temperature=0.1)
+        det.scores[f"knn{k}"], det.probs[f"knn{k}"] = cd.given_prob(p, labels), p
+    p = cd.oof_probs(feats, labels, C, folds=5, epochs=c.epochs_lp, optim=ctx.lp_optim, batch_size=c.batch_size, seed=seed,
+                     loss="gce")
+    det.scores["oof_gce"], det.probs["oof_gce"] = cd.given_prob(p, labels), p
+    for name, s in det.scores.items():
+        row[f"auroc_{name}"] = auroc(s, wrong)
+    for parts in COMBOS:
+        name = "+".join(parts)
+        for how in ("rank", "mean"):
+            s = cd.ensemble_score([det.scores[p] for p in parts], how)
+            row[f"auroc_{name}_{how}"] = auroc(s, wrong)
+            row[f"f1_{name}_{how}"] = f1(cd.clean_posterior(s, labels, C) <= 0.5, wrong)
+    # cleanlab: the same out-of-fold probabilities, its verdict
+    from cleanlab.filter import find_label_issues
+
+    row["f1_cleanlab"] = f1(find_label_issues(labels, det.probs["oof"], n_jobs=1), wrong)
+    row["auroc_cleanlab"] = row["auroc_oof"]
+    # TURN's probe: GCE LP on all samples, per-class GMM on its CE losses
+    gce = linear_probe(ctx, "gce", c.epochs_lp, q=c.gce_q)
+    logits = head_logits(gce, ctx.features("train"), ctx.device)
+    post = fit_per_class_gmm(per_sample_ce(logits, torch.as_tensor(labels)).numpy(), labels, C).clean_prob
+    row["auroc_turn_probe"], row["f1_turn_probe"] = auroc(post, wrong), f1(post <= c.tau, wrong)
+    # heads on the noisy validation split
+    acc = lambda h: float((head_logits(h, val_f, ctx.device).argmax(1).numpy() == val_y).mean())  # noqa: E731
+    row["val_gce_probe"], row["val_unicon"] = acc(gce), acc(unicon_head)
+    for parts in (["cotrain"], ["cotrain", "knn30"], ["cotrain", "oof_gce", "knn30"]):
+        name = "+".join(parts)
+        s = cd.ensemble_score([det.scores[p] for p in parts], "mean")
+        w = cd.clean_posterior(s, labels, C)
+        p = np.mean([det.probs[q] for q in parts], axis=0)
+        head = refurbish_head(feats, labels, w, p, C, epochs=c.epochs_lp, optim=ctx.lp_optim, batch_size=c.batch_size,
+                              seed=seed, init=unicon_head)
+        row[f"val_refurb_{name}"] = acc(head)
+    return row
+
+
+def run_detect(args) -> None:
+    rows = []
+    for seed in args.seeds:
+        for noise in args.noises:
+            t = time.perf_counter()
+            rows.append(detect_cell(noise, seed, args.data, GRID))
+            print(f"{noise} seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
+            (RESULTS / "new_method_detect.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
+    cols = ["noise", "seed"] + [k for k in rows[0] if k.startswith("auroc_")]
+    print(md_table(rows, cols))
+    print(md_table(rows, ["noise", "seed"] + [k for k in rows[0] if k.startswith(("f1_", "val_", "t_"))]))
+
+
+def run_fft(args) -> None:
+    from noisyft import api
+
+    rows = []
+    out_root = Path(args.out)
+    for seed in args.seeds:
+        for noise in args.noises:
+            for spec in args.methods:
+                method, _, extra_txt = spec.partition("?")
+                extra = dict(kv.split("=", 1) for kv in extra_txt.split("&")) if extra_txt else {}
+                extra = {k: json.loads(v) if v[:1] in "[{0123456789-tf" else v for k, v in extra.items()}
+                if method.endswith("-fft"):
+                    extra.setdefault("baseline_fft_epochs", args.epochs_fft)
+                name = spec.replace("?", "_").replace("&", "_").replace("=", "-").replace(":", "")
+                res = api.fit(data=args.data, noise=noise, method=method, seed=seed, epochs_fft=args.epochs_fft,
+                              out=str(out_root / f"{name}-{noise.replace(':', '')}-s{seed}"), progress=False,
+                              extra=extra, **GRID)
+                s, d = res.summary, res.summary.get("detection", {})
+                row = {"noise": noise, "seed": seed, "method": spec, "val_sel": s.get("val_selected_test_acc"),
+                       "best": s.get("best_test_acc"), "last": s.get("last_test_acc"),
+                       "time": s["timings"]["total"] - s["timings"].get("extraction", 0.0),
+                       "auroc": d.get("auroc"), "issue_f1": d.get("issue_f1")}
+                rows.append(row)
+                print(row, flush=True)
+                (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
+    print(md_table(rows, ["noise", "seed", "method", "val_sel", "best", "last", "time", "auroc", "issue_f1"]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("detect")
+    d.add_argument("--noises", nargs="+", default=NOISES)
+    d.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    d.add_argument("--data", default=DATA)
+    f = sub.add_parser("fft")
+    f.add_argument("--noises", nargs="+", default=NOISES)
+    f.add_argument("--seeds", nargs="+", type=int, default=[0])
+    f.add_argument("--methods", nargs="+", default=["consensus", "turn", "ce-fft", "gce-fft", "elr-fft", "unicon-lp"],
+                   help="method names, optionally with extra settings: 'consensus?fft_loss=gce&lr_scale=0.5'")
+    f.add_argument("--epochs-fft", type=int, default=5)
+    f.add_argument("--data", default=DATA)
+    f.add_argument("--out", default="runs/new-method-design")
+    f.add_argument("--name", default="new_method_fft")
+    f.add_argument("--max-train", type=int, default=GRID["max_train"])
+    f.add_argument("--max-test", type=int, default=GRID["max_test"])
+    f.add_argument("--image-size", type=int, default=GRID["image_size"])
+    args = ap.parse_args()
+    if args.cmd == "fft":
+        GRID.update(max_train=args.max_train, max_test=args.max_test, image_size=args.image_size)
+        run_fft(args)
+    else:
+        run_detect(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""``consensus``: a consensus label-issue detector on cached features, then fine-tuning on ALL samples
+with labels refurbished by it; ``consensus-detect``: the detector alone (seconds).
+
+Why: TURN trains on a class-balanced clean subset (about half the images), which costs more than
+the noise at 5–40 % structured noise, and its fine-tuning can undo a better probe at high noise.
+Here nothing is discarded; each sample's label is softened by how much the detector trusts it.
+
+Algorithm (settings: :class:`ConsensusSettings`, read from ``extra``):
+
+1. Detector (:mod:`noisyft.methods.consensus_detect`) on the cached training features: out-of-fold
+   GCE probes and UNICON-LP's co-trained heads (kNN label agreement optional), each giving a score
+   no model memorised. The consensus score is the mean of the ``score_components``' scores (default
+   UNICON-LP's 1 − JSD alone: measured the best ranking at 4 of 5 noise settings; adding the probes
+   lowered it at asym/inst-0.4). A per-class two-component GMM on it gives each sample's clean weight w_i; the mean of the
+   components' class distributions is the detector's prediction p_i.
+2. A linear head, started from UNICON-LP's averaged head, is trained on the cached features with the
+   refurbished targets t_i = w_i·onehot(ȳ_i) + (1 − w_i)·sharpen(p_i) (logged as one more ``lp``
+   epoch). It is the starting head of the fine-tuning and the fallback model.
+3. Full fine-tuning of the whole model on every training sample for ``epochs_fft`` epochs with soft
+   cross-entropy on t_i, where from the second epoch p_i is the sharpened mean of the detector's
+   prediction and a temporal ensemble of the model's own predictions, collected on the augmented
+   views during the training pass itself (no extra pass over the training images). w is re-estimated
+   after each epoch from the consensus score and the temporal ensemble's probability of ȳ.
+4. The returned model is the checkpoint with the best noisy-validation accuracy among the step-2
+   head and every fine-tuning epoch (the last epoch without a validation split). The label-issue
+   ranking (``label_quality``) is the final consensus score (detector and temporal ensemble);
+   ``is_label_issue`` is cleanlab's ``find_label_issues`` on the final prediction (detector and
+   temporal ensemble), which estimates the noise rate instead of thresholding a posterior.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from noisyft.backbones.base import OptimConfig
+from noisyft.engine import generator, head_logits, train_head_epoch, train_image_epoch
+from noisyft.errors import UserError
+from noisyft.methods import consensus_detect as cd
+from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.registry import METHODS
+from noisyft.selection import selection_metrics
+
+log = logging.getLogger("noisyft")
+TAG = "consensus"
+
+
+@dataclass
+class ConsensusSettings:
+    """Settings of ``consensus`` and ``consensus-detect`` (keys of ``extra``)."""
+
+    components: list = field(default_factory=lambda: ["oof", "cotrain"],
+                             metadata={"help": "components whose class distributions are averaged into the prediction p: oof (out-of-fold probes), knn (neighbour agreement), cotrain (UNICON-LP heads)"})
+    score_components: list = field(default_factory=lambda: ["cotrain"],
+                                   metadata={"help": "components whose scores make the consensus score (the ranking and w)"})
+    folds: int = field(default=5, metadata={"help": "folds of the out-of-fold probes"})
+    oof_loss: str = field(default="gce", metadata={"help": "loss of the out-of-fold probes (gce, ce, sce, elr)"})
+    knn_k: int = field(default=20, metadata={"help": "neighbours of the kNN agreement (cosine, self excluded)"})
+    knn_temperature: float = field(default=0.1, metadata={"help": "neighbour vote weight exp(similarity / T)"})
+    combine: str = field(default="mean", metadata={"help": "rank (mean of the components' ranks) or mean (of their scores)"})
+    sharpen_T: float = field(default=0.5, metadata={"help": "temperature sharpening of the predicted part of the targets"})
+    ema: float = field(default=0.5, metadata={"help": "temporal-ensemble momentum per epoch (0: last epoch only)"})
+    model_weight: float = field(default=0.5, metadata={"help": "share of the model's temporal ensemble in the re-estimated score and prediction"})
+    issue_threshold: float = field(default=0.5, metadata={"help": "clean weight above which a sample counts as clean in the logged selection"})
+    select_best: bool = field(default=True, metadata={"help": "return the best noisy-validation checkpoint (step-2 head included)"})
+
+    @classmethod
+    def from_extra(cls, extra: dict) -> "ConsensusSettings":
+        """The settings given in ``extra`` (other keys are ignored; values are converted to each field's type)."""
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in extra:
+                continue
+            v = extra[f.name]
+            if f.name in ("components", "score_components"):
+                v = [s.strip() for s in v.split(",")] if isinstance(v, str) else list(v)
+            elif f.type in ("bool", bool):
+                v = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
+            else:
+                v = {"int": int, "float": float, "str": str}.get(str(f.type), lambda x: x)(v)
+            kw[f.name] = v
+        s = cls(**kw)
+        if s.combine not in ("rank", "mean"):
+            raise UserError(f"extra combine={s.combine!r}: use rank or mean")
+        if s.oof_loss not in ("ce", "gce", "sce", "elr"):
+            raise UserError(f"extra oof_loss={s.oof_loss!r}: use ce, gce, sce or elr")
+        if not s.components or not s.score_components:
+            raise UserError("extra components is empty: name at least one of oof, knn, cotrain")
+        return s
+
+
+def sharpen(p: torch.Tensor, T: float) -> torch.Tensor:
+    """p^(1/T), renormalised per row."""
+    pt = p.clamp_min(1e-12).pow(1.0 / T)
+    return pt / pt.sum(1, keepdim=True)
+
+
+class RefurbishedTargets(nn.Module):
+    """Soft cross-entropy on t_i = w_i·onehot(ȳ_i) + (1 − w_i)·sharpen(p_i), as ``loss(logits, y, index)``.
+
+    Also the state of the method: the detector's score and prediction, the clean weights and the
+    temporal ensemble of the model's predictions (updated from every training batch's own logits, so
+    collecting it costs no extra pass). A module, so a checkpoint keeps it all.
+    """
+
+    def __init__(self, labels: np.ndarray, det_score: np.ndarray, det_probs: np.ndarray, w: np.ndarray, s: ConsensusSettings):
+        super().__init__()
+        n, c = det_probs.shape
+        self.s = s
+        self.register_buffer("labels", torch.as_tensor(np.asarray(labels, dtype=np.int64)))
+        self.register_buffer("det_score", torch.as_tensor(det_score, dtype=torch.float64))
+        self.register_buffer("det_probs", torch.as_tensor(det_probs, dtype=torch.float32))
+        self.register_buffer("w", torch.as_tensor(w, dtype=torch.float32))
+        self.register_buffer("ensemble", torch.zeros(n, c))       # temporal ensemble (epochs before this one)
+        self.register_buffer("current", torch.zeros(n, c))        # this epoch's predictions so far
+        self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("score", torch.as_tensor(det_score, dtype=torch.float64))  # the current consensus score
+
+    def prediction(self) -> torch.Tensor:
+        """The predicted part of the targets (before sharpening): detector, mixed with the model's ensemble once it exists."""
+        if int(self.epochs_seen) == 0:
+            return self.det_probs
+        a = self.s.model_weight
+        return (1 - a) * self.det_probs + a * self.ensemble
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        idx = index.to(self.w.device)
+        with torch.no_grad():
+            self.current[idx] = logits.detach().float().softmax(1).to(self.current.device)
+            w = self.w[idx].unsqueeze(1)
+            onehot = F.one_hot(self.labels[idx], logits.shape[1]).float()
+            t = w * onehot + (1 - w) * sharpen(self.prediction()[idx], self.s.sharpen_T)
+        return -(t.to(logits.device) * F.log_softmax(logits.float(), 1)).sum(1).mean()
+
+    @torch.no_grad()
+    def end_epoch(self, num_classes: int) -> None:
+        """Fold this epoch's predictions into the ensemble; re-estimate the consensus score and w."""
+        m = self.s.ema if int(self.epochs_seen) > 0 else 0.0
+        self.ensemble.mul_(m).add_((1 - m) * self.current)
+        self.epochs_seen += 1
+        labels = self.labels.cpu().numpy()
+        model_score = self.ensemble[torch.arange(len(labels)), self.labels].double().cpu().numpy()
+        a = self.s.model_weight
+        det = self.det_score.cpu().numpy()
+        score = (1 - a) * cd.rank01(det) + a * cd.rank01(model_score) if self.s.combine == "rank" \
+            else (1 - a) * det + a * model_score
+        self.score.copy_(torch.as_tensor(score))
+        self.w.copy_(torch.as_tensor(cd.clean_posterior(score, labels, num_classes), dtype=torch.float32))
+
+
+class _SoftTargets(nn.Module):
+    """Soft cross-entropy on fixed per-sample targets, as ``loss(logits, y, index)`` (for the head)."""
+
+    def __init__(self, targets: torch.Tensor):
+        super().__init__()
+        self.register_buffer("targets", targets)
+
+    def forward(self, logits, y, index):
+        return -(self.targets[index] * F.log_softmax(logits, 1)).sum(1).mean()
+
+
+def refurbished_targets(labels: np.ndarray, w: np.ndarray, probs: np.ndarray, num_classes: int, T: float = 0.5) -> torch.Tensor:
+    """t_i = w_i·onehot(ȳ_i) + (1 − w_i)·sharpen(p_i, T), float32 (N, C)."""
+    onehot = F.one_hot(torch.as_tensor(np.asarray(labels, dtype=np.int64)), num_classes).float()
+    wt = torch.as_tensor(np.asarray(w), dtype=torch.float32).unsqueeze(1)
+    return wt * onehot + (1 - wt) * sharpen(torch.as_tensor(probs, dtype=torch.float32), T)
+
+
+def refurbish_head(feats: torch.Tensor, labels: np.ndarray, w: np.ndarray, probs: np.ndarray, num_classes: int, *,
+                   epochs: int, optim: OptimConfig, batch_size: int, seed: int, init: nn.Linear | None = None,
+                   T: float = 0.5) -> nn.Linear:
+    """A linear head trained on the cached features with the refurbished targets (from ``init`` when given)."""
+    torch.manual_seed(generator(seed, 70).initial_seed())
+    head = copy.deepcopy(init) if init is not None else nn.Linear(feats.shape[1], num_classes)
+    head = head.to(feats.device)
+    loss = _SoftTargets(refurbished_targets(labels, w, probs, num_classes, T).to(feats.device))
+    opt = optim.build(head.parameters())
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64)).to(feats.device)
+    for epoch in range(1, epochs + 1):
+        train_head_epoch(head, feats, y, loss, opt, batch_size=batch_size, gen=generator(seed, 71, epoch), epoch=epoch)
+    return head
+
+
+class _Best:
+    """The best noisy-validation checkpoint so far (weights on the CPU), checkpointable like a module."""
+
+    def __init__(self):
+        self.val_acc, self.where, self.weights = -1.0, "", None
+
+    def offer(self, val_acc: float | None, where: str, model: nn.Module) -> None:
+        if val_acc is None or val_acc > self.val_acc:
+            self.val_acc, self.where = (-1.0 if val_acc is None else val_acc), where
+            self.weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    def state_dict(self) -> dict:
+        return {"val_acc": self.val_acc, "where": self.where, "weights": self.weights}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.val_acc, self.where, self.weights = float(d["val_acc"]), str(d["where"]), d["weights"]
+
+
+def run_detector(ctx: Context, s: ConsensusSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, nn.Linear | None]:
+    """(consensus score, clean weight w, prediction p, UNICON's head or None), timed as ``selection``/``lp``."""
+    cfg, labels = ctx.cfg, ctx.train.labels
+    feats = ctx.feature_tensor("train")
+    used = list(dict.fromkeys([*s.components, *s.score_components]))
+    det, head = cd.detect(feats, labels, ctx.num_classes, components=[c for c in used if c != "cotrain"],
+                          folds=s.folds, epochs=cfg.epochs_lp, optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed,
+                          k=s.knn_k, knn_temperature=s.knn_temperature, oof_loss=s.oof_loss)
+    if "cotrain" in used:  # logs its own lp epochs and times them
+        score, probs, head = cd.cotrain_scores(ctx)
+        det.scores["cotrain"], det.probs["cotrain"] = score, probs
+    with ctx.run.phase("selection"):
+        score = cd.ensemble_score([det.scores[c] for c in s.score_components], s.combine)
+        w = cd.clean_posterior(score, labels, ctx.num_classes)
+        probs = np.mean([det.probs[c] for c in s.components], axis=0)
+        stats = {"components": list(s.components), "score_components": list(s.score_components)}
+        if ctx.train.true_labels is not None:
+            from sklearn.metrics import roc_auc_score
+
+            wrong = ctx.train.true_labels != labels
+            if 0 < wrong.sum() < len(wrong):
+                stats.update({f"auroc_{c}": float(roc_auc_score(wrong, -det.scores[c])) for c in used})
+                stats["auroc_consensus"] = float(roc_auc_score(wrong, -score))
+        ctx.log_selection(0, np.flatnonzero(w > s.issue_threshold), **stats)
+    return score, w, probs, head
+
+
+
+
+@METHODS.register("consensus-detect")
+def consensus_detect(ctx: Context) -> MethodOutput:
+    """Cached-feature detector: UNICON-LP heads rank (1 − JSD), GCE out-of-fold probes + heads predict; a refurbished-label head."""
+    s = ConsensusSettings.from_extra(ctx.cfg.extra)
+    score, w, probs, head = run_detector(ctx, s)
+    with ctx.run.phase("lp"):
+        head = refurbish_head(ctx.feature_tensor("train"), ctx.train.labels, w, probs, ctx.num_classes, epochs=ctx.cfg.epochs_lp,
+                              optim=ctx.lp_optim, batch_size=ctx.cfg.batch_size, seed=ctx.cfg.seed, init=head, T=s.sharpen_T)
+    ctx.log_epoch("lp", ctx.cfg.epochs_lp + 1, head=head, stage="refurbished head")
+    logits = head_logits(head, ctx.features("train"), ctx.device)
+    return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=score,
+                        is_issue=cd.issue_flags(probs, ctx.train.labels))
+
+
+@METHODS.register("consensus")
+def consensus(ctx: Context) -> MethodOutput:
+    """Consensus detector on cached features, then full fine-tuning on ALL samples with detector-refurbished soft labels."""
+    cfg, s = ctx.cfg, ConsensusSettings.from_extra(ctx.cfg.extra)
+    labels, C = ctx.train.labels, ctx.num_classes
+    model = ctx.classifier()
+    opt = ctx.fft_optim.build(model.parameters())
+    n = len(ctx.train)
+    targets = RefurbishedTargets(labels, np.zeros(n), np.full((n, C), 1.0 / C), np.ones(n), s).to(ctx.device)
+    best = _Best()
+    states = {"model": model, "opt": opt, "targets": targets, "best": best}
+    start = ctx.resume(TAG, **states)
+    if start == 0:
+        score, w, probs, head = run_detector(ctx, s)
+        with ctx.run.phase("lp"):
+            head = refurbish_head(ctx.feature_tensor("train"), labels, w, probs, C, epochs=cfg.epochs_lp, optim=ctx.lp_optim,
+                                  batch_size=cfg.batch_size, seed=cfg.seed, init=head, T=s.sharpen_T)
+        rec = ctx.log_epoch("lp", cfg.epochs_lp + 1, head=head, stage="refurbished head")
+        model.head.load_state_dict(head.state_dict())
+        opt = ctx.fft_optim.build(model.parameters())
+        states["opt"] = opt
+        targets = RefurbishedTargets(labels, score, probs, w, s).to(ctx.device)
+        states["targets"] = targets
+        best.offer(rec.get("val_acc"), "lp", model)
+    everyone = np.arange(n)
+    for epoch in range(start + 1, cfg.epochs_fft + 1):
+        with ctx.run.phase("fft"):
+            loss = train_image_epoch(model, ctx.train, everyone, ctx.train_tf(), targets, opt, device=ctx.device,
+                                     gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
+                                     num_workers=cfg.num_workers, desc=f"{TAG} {epoch}/{cfg.epochs_fft}",
+                                     progress=cfg.progress, freeze_bn_stats=cfg.freeze_bn_stats)
+        with ctx.run.phase("selection"):
+            targets.end_epoch(C)
+        stats = {}
+        if ctx.train.true_labels is not None:
+            m = selection_metrics(targets.w.cpu().numpy() > s.issue_threshold, labels, ctx.train.true_labels)
+            stats = {"clean_precision": m["precision"], "clean_recall": m["recall"], "clean_f1": m["f1"]}
+        rec = ctx.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=n, mean_w=float(targets.w.mean()), **stats)
+        if not s.select_best or ctx.val is None:
+            best.offer(None, f"fft:{epoch}", model)
+        else:
+            best.offer(rec.get("val_acc"), f"fft:{epoch}", model)
+        ctx.checkpoint(TAG, epoch, **states)
+    if best.weights is not None and (s.select_best or cfg.epochs_fft == 0):
+        model.load_state_dict(best.weights)
+    score = targets.score.cpu().numpy()
+    ctx.run.save_array("consensus/detector_score.npy", targets.det_score.cpu().numpy())
+    ctx.run.save_array("consensus/final_score.npy", score)
+    ctx.run.save_array("consensus/ensemble.npy", targets.ensemble.cpu().numpy())
+    with ctx.run.phase("selection"):
+        logits = ctx.image_logits(model, "train", desc="losses:train") if best.where != "lp" else \
+            head_logits(model.head, ctx.features("train"), ctx.device)
+    return MethodOutput(model=model, train_logits=logits, clean_prob=score,
+                        is_issue=cd.issue_flags(targets.prediction().cpu().numpy(), labels), info={"returned": best.where})

@@ -1,0 +1,161 @@
+"""The consensus detector and method: pieces on constructed inputs, end to end on generated images, resume."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from noisyft import api
+from noisyft.backbones.base import OptimConfig
+from noisyft.errors import UserError
+from noisyft.methods import consensus_detect as cd
+from noisyft.methods.consensus import ConsensusSettings, RefurbishedTargets, refurbished_targets
+
+TINY = dict(backbone="test_efficientnet", pretrained=False, image_size=32, epochs_lp=15, epochs_fft=2,
+            batch_size=32, num_workers=0, progress=False, lp_optim="adamw:1e-2:1e-5")
+
+
+def _blobs(n_per_class=60, classes=3, flip=0.3, seed=0):
+    """Well-separated Gaussian clusters with a share of labels flipped: (features, given, true)."""
+    rng = np.random.default_rng(seed)
+    true = np.repeat(np.arange(classes), n_per_class)
+    centres = rng.normal(0, 1, (classes, 16)) * 4
+    feats = centres[true] + rng.normal(0, 1, (len(true), 16))
+    given = true.copy()
+    flip_idx = rng.choice(len(true), int(flip * len(true)), replace=False)
+    given[flip_idx] = (true[flip_idx] + rng.integers(1, classes, len(flip_idx))) % classes
+    return torch.tensor(feats, dtype=torch.float32), given, true
+
+
+def test_knn_and_oof_scores_find_flipped_labels():
+    from sklearn.metrics import roc_auc_score
+
+    feats, given, true = _blobs()
+    wrong = given != true
+    knn = cd.given_prob(cd.knn_probs(feats, given, 3, k=10), given)
+    oof = cd.given_prob(cd.oof_probs(feats, given, 3, folds=4, epochs=10, optim=OptimConfig("adamw", 1e-2, 0), batch_size=32), given)
+    assert roc_auc_score(wrong, -knn) > 0.9 and roc_auc_score(wrong, -oof) > 0.9
+    both = cd.ensemble_score([knn, oof], "rank")
+    assert roc_auc_score(wrong, -both) > 0.9
+
+
+def test_knn_never_counts_a_sample_as_its_own_neighbour():
+    feats = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.01, 1.0]])
+    labels = np.array([0, 1, 1, 1])
+    p = cd.knn_probs(feats, labels, 2, k=1, chunk=3)  # chunking crosses the diagonal
+    assert p[0].tolist() == [0.0, 1.0]  # its only neighbour (sample 1) says class 1
+    assert p[1].tolist() == [1.0, 0.0]
+
+
+def test_rank_ensemble_is_scale_free_and_refurbished_targets_mix():
+    a, b = np.array([0.1, 0.2, 0.9]), np.array([10.0, 30.0, 20.0])
+    assert np.allclose(cd.ensemble_score([a, b], "rank"), [0.0, 0.75, 0.75])
+    t = refurbished_targets(np.array([0, 1]), np.array([1.0, 0.0]), np.array([[0.2, 0.8], [0.9, 0.1]]), 2, T=1.0)
+    assert torch.allclose(t, torch.tensor([[1.0, 0.0], [0.9, 0.1]]))
+
+
+def test_settings_from_extra_convert_and_reject():
+    s = ConsensusSettings.from_extra({"components": "oof,knn", "knn_k": "7", "select_best": "false", "other": 1})
+    assert s.components == ["oof", "knn"] and s.knn_k == 7 and s.select_best is False
+    with pytest.raises(UserError, match="combine"):
+        ConsensusSettings.from_extra({"combine": "max"})
+
+
+def test_temporal_ensemble_is_collected_from_the_training_pass():
+    labels = np.array([0, 1, 1])
+    t = RefurbishedTargets(labels, np.array([0.9, 0.1, 0.8]), np.full((3, 2), 0.5), np.ones(3), ConsensusSettings())
+    logits = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.0, 3.0]], requires_grad=True)
+    loss = t(logits, torch.as_tensor(labels), torch.arange(3))
+    loss.backward()
+    assert logits.grad is not None
+    t.end_epoch(2)
+    assert int(t.epochs_seen) == 1 and torch.allclose(t.ensemble, logits.detach().softmax(1))
+    # sample 1 disagrees with both detector and model: its weight falls below the others'
+    assert t.w[1] < t.w[0] and t.w[1] < t.w[2]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from tests.conftest import write_splits
+
+    root = write_splits(tmp_path_factory.mktemp("consensus") / "imgs", 40, 10)
+    full = api.fit(data=str(root), noise="symflip:0.3", method="consensus", val_fraction=0.2,
+                   out=str(root.parent / "run"), seed=3, **TINY)
+    det = api.fit(data=str(root), noise="symflip:0.3", method="consensus-detect", out=str(root.parent / "det"), seed=3, **TINY)
+    return full, det
+
+
+def test_consensus_ranks_wrong_labels_and_trains_on_everyone(runs):
+    full, _ = runs
+    d = full.run_dir
+    metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [m["phase"] for m in metrics] == ["lp"] * 16 + ["fft"] * 2
+    n = len(pd.read_csv(d / "labels.csv"))
+    assert [m["n_train"] for m in metrics if m["phase"] == "fft"] == [n, n]  # every training sample, none discarded
+    det = full.summary["detection"]
+    assert det["auroc"] > 0.8 and det["issue_f1"] > 0.5  # random ranking: AUROC ~0.5, F1 ~0.3
+    sel = [json.loads(line) for line in (d / "selection.jsonl").read_text().splitlines()]
+    mine = [r for r in sel if "auroc_consensus" in r]  # UNICON-LP's own selection steps come first
+    assert len(mine) == 1 and mine[0]["epoch"] == 0
+    assert mine[0]["auroc_consensus"] > 0.8 and mine[0]["precision"] > 0.85  # ~0.7 of the labels are clean
+    assert full.summary["best_test_acc"] > 0.6
+    df = pd.read_csv(d / "label_issues.csv")
+    assert df["label_quality"].is_monotonic_increasing
+    assert df["is_label_issue"].sum() == det["n_flagged"] > 0
+
+
+def test_consensus_returns_the_best_noisy_validation_checkpoint(runs):
+    full, _ = runs
+    d = full.run_dir
+    metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    candidates = [m for m in metrics if m["phase"] == "fft" or m.get("stage") == "refurbished head"]
+    best = max(candidates, key=lambda m: m["val_acc"])  # first of the ties, as the method keeps
+    from noisyft.api import load_model
+
+    model, _ = load_model(d)
+    fresh = api.predict(d, str(d.parent / "imgs" / "test"), num_workers=0, progress=False)
+    acc = (fresh["predicted_class"] == fresh["id"].str.split("/").str[0]).mean()
+    assert acc == pytest.approx(best["test_acc"])
+
+
+def test_consensus_detect_alone(runs):
+    _, det = runs
+    metrics = [json.loads(line) for line in (det.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(m["phase"] == "lp" for m in metrics)
+    assert det.summary["detection"]["auroc"] > 0.8
+    assert "fft" not in det.summary["timings"]
+
+
+ARGS = ["--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--epochs-lp", "5",
+        "--epochs-fft", "2", "--batch-size", "16", "--num-workers", "0", "--no-progress", "--noise", "sym:0.4",
+        "--seed", "7", "--method", "consensus", "--val-fraction", "0.2"]
+
+
+def _fit(data, out, cache, kill_at=None):
+    env = {**os.environ, "NOISYFT_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    if kill_at:
+        env["NOISYFT_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-m", "noisyft", "fit", "--data", str(data), "--out", str(out), *ARGS],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_killed_consensus_run_resumes_bit_identical(tmp_path):
+    from tests.conftest import write_splits
+
+    data = write_splits(tmp_path / "imgs", 30, 5)
+    ref = _fit(data, tmp_path / "ref", tmp_path / "cache")
+    assert ref.returncode == 0, ref.stderr
+    killed = _fit(data, tmp_path / "run", tmp_path / "cache", kill_at="train:2:1")
+    assert killed.returncode == -9
+    assert json.loads((tmp_path / "run" / "progress.json").read_text()) == {"tag": "consensus", "epoch": 1}
+    resumed = _fit(data, tmp_path / "run", tmp_path / "cache")
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("metrics.jsonl", "selection.jsonl", "label_issues.csv"):
+        assert (tmp_path / "run" / name).read_text() == (tmp_path / "ref" / name).read_text(), name
+    a, b = load_file(str(tmp_path / "run" / "model.safetensors")), load_file(str(tmp_path / "ref" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
