@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,56 +43,62 @@ from noisyft.backbones.base import OptimConfig
 from noisyft.engine import generator, head_logits, train_head_epoch, train_image_epoch
 from noisyft.errors import UserError
 from noisyft.methods import consensus_detect as cd
-from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.registry import METHODS
+from noisyft.methods.settings import MethodSettings
+from noisyft.options import POSITIVE, Range, option
 from noisyft.selection import selection_metrics
 
 log = logging.getLogger("noisyft")
 TAG = "consensus"
 
 
-@dataclass
-class ConsensusSettings:
-    """Settings of ``consensus`` and ``consensus-detect`` (keys of ``extra``)."""
+COMPONENTS = ("oof", "knn", "cotrain")
 
-    components: list = field(default_factory=lambda: ["oof", "cotrain"],
-                             metadata={"help": "components whose class distributions are averaged into the prediction p: oof (out-of-fold probes), knn (neighbour agreement), cotrain (UNICON-LP heads)"})
-    score_components: list = field(default_factory=lambda: ["cotrain"],
-                                   metadata={"help": "components whose scores make the consensus score (the ranking and w)"})
-    folds: int = field(default=5, metadata={"help": "folds of the out-of-fold probes"})
-    oof_loss: str = field(default="gce", metadata={"help": "loss of the out-of-fold probes (gce, ce, sce, elr)"})
-    knn_k: int = field(default=20, metadata={"help": "neighbours of the kNN agreement (cosine, self excluded)"})
-    knn_temperature: float = field(default=0.1, metadata={"help": "neighbour vote weight exp(similarity / T)"})
-    combine: str = field(default="mean", metadata={"help": "rank (mean of the components' ranks) or mean (of their scores)"})
-    sharpen_T: float = field(default=0.5, metadata={"help": "temperature sharpening of the predicted part of the targets"})
-    ema: float = field(default=0.5, metadata={"help": "temporal-ensemble momentum per epoch (0: last epoch only)"})
-    model_weight: float = field(default=0.5, metadata={"help": "share of the model's temporal ensemble in the re-estimated score and prediction"})
-    issue_threshold: float = field(default=0.5, metadata={"help": "clean weight above which a sample counts as clean in the logged selection"})
-    select_best: bool = field(default=True, metadata={"help": "return the best noisy-validation checkpoint (step-2 head included)"})
 
-    @classmethod
-    def from_extra(cls, extra: dict) -> "ConsensusSettings":
-        """The settings given in ``extra`` (other keys are ignored; values are converted to each field's type)."""
-        kw = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in extra:
-                continue
-            v = extra[f.name]
-            if f.name in ("components", "score_components"):
-                v = [s.strip() for s in v.split(",")] if isinstance(v, str) else list(v)
-            elif f.type in ("bool", bool):
-                v = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes")
-            else:
-                v = {"int": int, "float": float, "str": str}.get(str(f.type), lambda x: x)(v)
-            kw[f.name] = v
-        s = cls(**kw)
-        if s.combine not in ("rank", "mean"):
-            raise UserError(f"extra combine={s.combine!r}: use rank or mean")
-        if s.oof_loss not in ("ce", "gce", "sce", "elr"):
-            raise UserError(f"extra oof_loss={s.oof_loss!r}: use ce, gce, sce or elr")
-        if not s.components or not s.score_components:
-            raise UserError("extra components is empty: name at least one of oof, knn, cotrain")
-        return s
+def _component_list(label: str, text: str) -> list[str]:
+    """``"oof,cotrain"`` → ``["oof", "cotrain"]``; unknown or no component is a one-line UserError."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in COMPONENTS]
+    if bad or not names:
+        raise UserError(f"--extra {label}={text}: name components from {', '.join(COMPONENTS)}, comma-separated")
+    return names
+
+
+@dataclass(frozen=True)
+class ConsensusSettings(MethodSettings):
+    """Settings of ``consensus`` and ``consensus-detect`` (``--extra KEY=VALUE``); defaults measured in
+    ``benchmarks/results/new_method_design.md`` on training labels and the noisy validation split."""
+
+    EPOCHS_FFT = 5  # the -fft baselines' budget: same fine-tuning work as CE-FFT
+
+    components: str = option("oof,cotrain", "components whose class distributions are averaged into the prediction p: "
+                             "oof (out-of-fold probes), knn (neighbour agreement), cotrain (UNICON-LP heads)")
+    score_components: str = option("cotrain", "components whose scores make the consensus score (the ranking and w)")
+    folds: int = option(5, "folds of the out-of-fold probes", range=Range(2, None))
+    oof_loss: str = option("gce", "loss of the out-of-fold probes", choices=("ce", "gce", "sce", "elr"))
+    knn_k: int = option(20, "neighbours of the kNN agreement (cosine, self excluded)", range=Range(1, None))
+    knn_temperature: float = option(0.1, "neighbour vote weight exp(similarity / T)", range=POSITIVE)
+    combine: str = option("mean", "how component scores combine: mean (of the scores) or rank (of their ranks)",
+                          choices=("mean", "rank"))
+    sharpen_T: float = option(0.5, "temperature sharpening of the predicted part of the targets", range=POSITIVE)
+    ema: float = option(0.5, "temporal-ensemble momentum per epoch (0: last epoch only)", range=Range(0, 1, high_open=True))
+    model_weight: float = option(0.5, "share of the model's temporal ensemble in the re-estimated score and prediction",
+                                 range=Range(0, 1))
+    issue_threshold: float = option(0.5, "clean weight above which a sample counts as clean in the logged selection",
+                                    range=Range(0, 1))
+    select_best: bool = option(True, "deliver the best noisy-validation checkpoint (the fine-tuning start included)")
+
+    @property
+    def component_list(self) -> list[str]:
+        return _component_list("components", self.components)
+
+    @property
+    def score_component_list(self) -> list[str]:
+        return _component_list("score_components", self.score_components)
+
+    def check(self) -> None:
+        self.component_list, self.score_component_list  # noqa: B018 (raise on a bad list)
 
 
 def sharpen(p: torch.Tensor, T: float) -> torch.Tensor:
@@ -209,7 +215,7 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> tuple[np.ndarray, np.nda
     """(consensus score, clean weight w, prediction p, UNICON's head or None), timed as ``selection``/``lp``."""
     cfg, labels = ctx.cfg, ctx.train.labels
     feats = ctx.feature_tensor("train")
-    used = list(dict.fromkeys([*s.components, *s.score_components]))
+    used = list(dict.fromkeys([*s.component_list, *s.score_component_list]))
     det, head = cd.detect(feats, labels, ctx.num_classes, components=[c for c in used if c != "cotrain"],
                           folds=s.folds, epochs=cfg.epochs_lp, optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed,
                           k=s.knn_k, knn_temperature=s.knn_temperature, oof_loss=s.oof_loss)
@@ -217,10 +223,10 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> tuple[np.ndarray, np.nda
         score, probs, head = cd.cotrain_scores(ctx)
         det.scores["cotrain"], det.probs["cotrain"] = score, probs
     with ctx.run.phase("selection"):
-        score = cd.ensemble_score([det.scores[c] for c in s.score_components], s.combine)
+        score = cd.ensemble_score([det.scores[c] for c in s.score_component_list], s.combine)
         w = cd.clean_posterior(score, labels, ctx.num_classes)
-        probs = np.mean([det.probs[c] for c in s.components], axis=0)
-        stats = {"components": list(s.components), "score_components": list(s.score_components)}
+        probs = np.mean([det.probs[c] for c in s.component_list], axis=0)
+        stats = {"components": s.component_list, "score_components": s.score_component_list}
         if ctx.train.true_labels is not None:
             from sklearn.metrics import roc_auc_score
 
@@ -234,10 +240,17 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> tuple[np.ndarray, np.nda
 
 
 
-@METHODS.register("consensus-detect")
+CONSENSUS_LABEL_QUALITY = ("label_quality: the consensus score, the UNICON-LP heads' 1 − JSD between their prediction "
+                           "and the given label (consensus: mixed with the fine-tuned model's temporal-ensemble probability "
+                           "of the given label); is_label_issue: cleanlab's find_label_issues on the detector's (and "
+                           "temporal ensemble's) class distributions")
+
+
+@METHODS.register("consensus-detect", settings=ConsensusSettings)
+@label_quality_doc(CONSENSUS_LABEL_QUALITY)
 def consensus_detect(ctx: Context) -> MethodOutput:
     """Cached-feature detector: UNICON-LP heads rank (1 − JSD), GCE out-of-fold probes + heads predict; a refurbished-label head."""
-    s = ConsensusSettings.from_extra(ctx.cfg.extra)
+    s = ctx.settings
     score, w, probs, head = run_detector(ctx, s)
     with ctx.run.phase("lp"):
         head = refurbish_head(ctx.feature_tensor("train"), ctx.train.labels, w, probs, ctx.num_classes, epochs=ctx.cfg.epochs_lp,
@@ -248,10 +261,11 @@ def consensus_detect(ctx: Context) -> MethodOutput:
                         is_issue=cd.issue_flags(probs, ctx.train.labels))
 
 
-@METHODS.register("consensus")
+@METHODS.register("consensus", settings=ConsensusSettings)
+@label_quality_doc(CONSENSUS_LABEL_QUALITY)
 def consensus(ctx: Context) -> MethodOutput:
     """Consensus detector on cached features, then full fine-tuning on ALL samples with detector-refurbished soft labels."""
-    cfg, s = ctx.cfg, ConsensusSettings.from_extra(ctx.cfg.extra)
+    cfg, s = ctx.cfg, ctx.settings
     labels, C = ctx.train.labels, ctx.num_classes
     model = ctx.classifier()
     opt = ctx.fft_optim.build(model.parameters())
@@ -265,19 +279,21 @@ def consensus(ctx: Context) -> MethodOutput:
         with ctx.run.phase("lp"):
             head = refurbish_head(ctx.feature_tensor("train"), labels, w, probs, C, epochs=cfg.epochs_lp, optim=ctx.lp_optim,
                                   batch_size=cfg.batch_size, seed=cfg.seed, init=head, T=s.sharpen_T)
-        rec = ctx.log_epoch("lp", cfg.epochs_lp + 1, head=head, stage="refurbished head")
+        # fine-tuning's epoch 0: the pretrained backbone with the refurbished head (a candidate for delivery)
+        rec = ctx.log_epoch("fft", 0, head=head, stage="start: pretrained backbone + refurbished head")
         model.head.load_state_dict(head.state_dict())
         opt = ctx.fft_optim.build(model.parameters())
         states["opt"] = opt
         targets = RefurbishedTargets(labels, score, probs, w, s).to(ctx.device)
         states["targets"] = targets
-        best.offer(rec.get("val_acc"), "lp", model)
+        best.offer(rec.get("val_acc"), "fft:0", model)
     everyone = np.arange(n)
-    for epoch in range(start + 1, cfg.epochs_fft + 1):
+    epochs = ctx.epochs_fft
+    for epoch in range(start + 1, epochs + 1):
         with ctx.run.phase("fft"):
             loss = train_image_epoch(model, ctx.train, everyone, ctx.train_tf(), targets, opt, device=ctx.device,
                                      gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
-                                     num_workers=cfg.num_workers, desc=f"{TAG} {epoch}/{cfg.epochs_fft}",
+                                     num_workers=cfg.num_workers, desc=f"{TAG} {epoch}/{epochs}",
                                      progress=cfg.progress, freeze_bn_stats=cfg.freeze_bn_stats)
         with ctx.run.phase("selection"):
             targets.end_epoch(C)
@@ -291,14 +307,14 @@ def consensus(ctx: Context) -> MethodOutput:
         else:
             best.offer(rec.get("val_acc"), f"fft:{epoch}", model)
         ctx.checkpoint(TAG, epoch, **states)
-    if best.weights is not None and (s.select_best or cfg.epochs_fft == 0):
+    if best.weights is not None and (s.select_best or epochs == 0):
         model.load_state_dict(best.weights)
     score = targets.score.cpu().numpy()
     ctx.run.save_array("consensus/detector_score.npy", targets.det_score.cpu().numpy())
     ctx.run.save_array("consensus/final_score.npy", score)
     ctx.run.save_array("consensus/ensemble.npy", targets.ensemble.cpu().numpy())
     with ctx.run.phase("selection"):
-        logits = ctx.image_logits(model, "train", desc="losses:train") if best.where != "lp" else \
+        logits = ctx.image_logits(model, "train", desc="losses:train") if best.where != "fft:0" else \
             head_logits(model.head, ctx.features("train"), ctx.device)
     return MethodOutput(model=model, train_logits=logits, clean_prob=score,
                         is_issue=cd.issue_flags(targets.prediction().cpu().numpy(), labels), info={"returned": best.where})

@@ -149,9 +149,14 @@ def cotrain_scores(ctx) -> tuple[np.ndarray, np.ndarray, nn.Linear]:
 
     Logs its epochs as the run's ``lp`` phase (test/val accuracy of the averaged head).
     """
-    from noisyft.methods.registry import METHODS
+    import dataclasses
 
-    out = METHODS.get("unicon-lp")(ctx)
+    from noisyft.methods.registry import METHODS
+    from noisyft.methods.settings import resolve_settings
+
+    # UNICON-LP with its own default settings, sharing the run's cached features and checkpoints
+    unicon = dataclasses.replace(ctx, _settings=resolve_settings(dataclasses.replace(ctx.cfg, extra={}), ctx.train.classes, method="unicon-lp"))
+    out = METHODS.get("unicon-lp")(unicon)
     head = out.model.head
     return np.asarray(out.clean_prob, dtype=np.float64), out.train_logits.softmax(1).double().numpy(), head
 
