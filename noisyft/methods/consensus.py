@@ -30,7 +30,6 @@ Algorithm (settings: :class:`ConsensusSettings`, read from ``extra``):
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from dataclasses import dataclass
 
