@@ -103,7 +103,7 @@ def _print_result(res, top: int = 10) -> None:
     print(f"\nMost suspect labels (of {len(issues)}; full table in {res.run_dir / 'label_issues.csv'}):")
     print(issues[cols].head(top).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     parts = [f"run: {res.run_dir}"]
-    from noisyft.headline import accuracy_summary, headline_text
+    from noisyft.run.summary import accuracy_summary, headline_text
 
     # a run finished before summary.json had per-phase blocks: recompute them from its metrics log
     metrics = res.run_dir / "metrics.jsonl"
@@ -186,14 +186,14 @@ def cmd_methods(ns) -> None:
 
 
 def cmd_bench(ns) -> None:
-    from noisyft import bench
+    from noisyft.bench import grid, results, runner
 
     if bool(ns.config) == ns.quick:
         raise UserError("bench: give a grid file (--config FILE.yaml) or --quick, not both or neither")
-    spec = bench.BenchSpec.from_dict(bench.QUICK, "--quick") if ns.quick else bench.load_spec(ns.config)
+    spec = grid.BenchSpec.from_dict(grid.QUICK, "--quick") if ns.quick else grid.load_spec(ns.config)
     out = ns.out or ("runs/bench-quick" if ns.quick else f"runs/bench-{Path(ns.config).stem}")
-    res = bench.run_bench(spec, out, plots=not ns.no_plots, run=not ns.collect_only)
-    print(f"\n{bench.results_markdown(res)}\nwrote {out}/results.md and results.json")
+    res = runner.run_bench(spec, out, plots=not ns.no_plots, run=not ns.collect_only)
+    print(f"\n{results.results_markdown(res)}\nwrote {out}/results.md and results.json")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,7 +45,7 @@ from noisyft.options import NON_NEGATIVE, POSITIVE, Range, option
 from noisyft.data.base import LabeledSet
 from noisyft.data.transforms import train_transform
 from noisyft.engine import generator, head_logits, optimizer_step
-from noisyft.features import forward_features, make_loader
+from noisyft.features.loader import forward_features, make_loader
 from noisyft.methods.base import Context, MethodOutput
 
 log = logging.getLogger("noisyft")

@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
-from noisyft.clip_models import is_clip_name
+from noisyft.backbones.clip import is_clip_name
 from noisyft.config import FitConfig, option_label
 from noisyft.data.cifar100 import FINE_CLASSES
 from noisyft.data.noise import parse_noise
