@@ -16,10 +16,12 @@ from noisyft.atomic import atomic_path  # noqa: E402
 
 
 def save_png(fig, path: Path, dpi: int = 90) -> Path:
-    """Write ``fig`` as a PNG at ``path`` (folders created, atomic rename), close it, return ``path``."""
+    """Write ``fig`` as a PNG at ``path`` (folders created, atomic rename), close it (always), return ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)  # also when writing fails: pyplot keeps every open figure alive
     return path

@@ -47,6 +47,7 @@ from typing import Any, Callable, Optional
 from noisyft.atomic import write_text
 from noisyft.config import FitConfig, read_mapping
 from noisyft.errors import UserError
+from noisyft.run.files import LABEL_ISSUES, STATE, SUMMARY
 
 log = logging.getLogger("noisyft")
 
@@ -215,10 +216,10 @@ def cell_dir(bench_dir: Path, cell: Cell) -> Path:
 def cell_finished(path: Path) -> bool:
     """Whether a cell's run directory holds a finished fit (the test ``api.fit`` itself uses)."""
     try:
-        state = json.loads((path / "state.json").read_text())
+        state = json.loads((path / STATE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return False
-    return "done" in state.get("finished", []) and (path / "summary.json").exists() and (path / "label_issues.csv").exists()
+    return "done" in state.get("finished", []) and (path / SUMMARY).exists() and (path / LABEL_ISSUES).exists()
 
 
 # ---------------------------------------------------------------------------

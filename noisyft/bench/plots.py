@@ -53,10 +53,7 @@ def plot_accuracy_vs_time(results: dict, path: str | Path) -> Path:
         ax.set_title(_title(setting), fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        return save_png(fig, Path(path), dpi=120)
-    finally:
-        plt.close(fig)
+    return save_png(fig, Path(path), dpi=120)
 
 
 def _curves(results: dict, setting: tuple) -> dict[str, list[dict]]:
@@ -91,10 +88,7 @@ def plot_selection(results: dict, path: str | Path) -> Path:
             else:
                 ax.text(0.5, 0.5, "no selecting method finished", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    try:
-        return save_png(fig, Path(path), dpi=120)
-    finally:
-        plt.close(fig)
+    return save_png(fig, Path(path), dpi=120)
 
 
 def write_plots(bench_dir: str | Path, results: dict) -> list[Path]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from noisyft.atomic import write_json, write_text
 from noisyft.bench.grid import GRID_KEYS, BenchSpec, Cell, CellLock, cell_dir, cell_finished
+from noisyft.run.files import METRICS_LOG, SUMMARY
 from noisyft.run.rundir import read_jsonl
 from noisyft.run.summary import LAST_EPOCH, VAL_SELECTED, accuracy_summary, delivered_block
 
@@ -71,10 +72,10 @@ def cell_row(cell: Cell, bench_dir: Path) -> dict:
     path = cell_dir(bench_dir, cell)
     row = {"cell": cell.name, **dataclasses.asdict(cell)}
     if cell_finished(path):
-        s = json.loads((path / "summary.json").read_text())
+        s = json.loads((path / SUMMARY).read_text())
         timings = s.get("timings", {})
         total = float(timings.get("total", 0.0))
-        row.update(status="done", **accuracy_columns(read_jsonl(path / "metrics.jsonl")),
+        row.update(status="done", **accuracy_columns(read_jsonl(path / METRICS_LOG)),
                    time_total=total, time_train=total - float(timings.get("extraction", 0.0)), timings=timings,
                    realised_noise=s.get("realised_noise"), selection=_last_selection(s.get("selection", [])),
                    selection_curve=selection_curve(s.get("selection", [])),

@@ -38,7 +38,8 @@ from noisyft.atomic import write_text
 from noisyft.csvsafe import read_csv
 from noisyft.errors import UserError
 from noisyft.report import plots
-from noisyft.run.files import CONFIG, FINISHED_FILES, LABEL_ISSUES, LABELS, MODEL, REPORT_DIR, STATE, SUMMARY
+from noisyft.run.files import (CONFIG, FINISHED_FILES, LABEL_ISSUES, LABELS, METRICS_LOG, MODEL, REPORT_DIR,
+                               SELECTION_LOG, STATE, SUMMARY)
 from noisyft.run.losses import list_stages, load_stage, stage_title
 from noisyft.run.model import read_model_meta
 from noisyft.run.rundir import read_jsonl, read_run_json
@@ -91,8 +92,8 @@ def load_run(run_dir: str | Path) -> RunView:
         classes = read_model_meta(d / MODEL)["classes"]
         labels = read_csv(d / LABELS, dtype={"id": str}).sort_values("index").reset_index(drop=True)
         config = read_run_json(d / CONFIG)["config"]
-        return RunView(d, config, read_run_json(d / SUMMARY), read_jsonl(d / "metrics.jsonl"),
-                       read_jsonl(d / "selection.jsonl"), labels, read_csv(d / LABEL_ISSUES, dtype={"id": str}),
+        return RunView(d, config, read_run_json(d / SUMMARY), read_jsonl(d / METRICS_LOG),
+                       read_jsonl(d / SELECTION_LOG), labels, read_csv(d / LABEL_ISSUES, dtype={"id": str}),
                        classes)
     except UserError:
         raise

@@ -38,6 +38,7 @@ NOISE = "noise.json"
 DATA = "data.json"
 OPTIM = "optim.json"
 LOG_STREAMS = ("metrics", "selection")  # <stream>.jsonl / <stream>.csv
+METRICS_LOG, SELECTION_LOG = (f"{stream}.jsonl" for stream in LOG_STREAMS)
 TENSORBOARD_DIR = "tensorboard"
 LOSSES_DIR = "losses"
 TIMINGS = "timings.json"
