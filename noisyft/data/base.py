@@ -118,7 +118,8 @@ class TorchImageDataset(torch.utils.data.Dataset):
     selection and the label-issue report use to identify a sample (never the batch row order).
     """
 
-    def __init__(self, data: LabeledSet | ImageSource, transform: Callable, indices: Optional[Sequence[int]] = None):
+    def __init__(self, data: LabeledSet | ImageSource, transform: Optional[Callable],
+                 indices: Optional[Sequence[int]] = None):
         self.source = data.source if isinstance(data, LabeledSet) else data
         self.labels = data.labels if isinstance(data, LabeledSet) else None
         self.transform = transform
