@@ -23,9 +23,9 @@ from noisyft.backbones import create_backbone
 from noisyft.backbones.base import Classifier
 from noisyft.data import load_data
 from noisyft.data.transforms import eval_transform, normalize
-from noisyft.decoded import decode_images
+from noisyft.features.decoded import decode_images
 from noisyft.engine import decoded_logits, image_logits
-from noisyft.features import forward_features
+from noisyft.features.loader import forward_features
 
 
 def timed(fn) -> tuple[float, torch.Tensor]:

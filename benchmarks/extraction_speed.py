@@ -19,7 +19,8 @@ import torch
 from benchmarks.common import cifar10_zip, md_table, write_results
 from noisyft.backbones import create_backbone
 from noisyft.data import load_data
-from noisyft.features import default_workers, extract_features
+from noisyft.features.cache import extract_features
+from noisyft.features.loader import default_workers
 
 
 def bare_throughput(backbone, size: int, batch: int, seconds: float = 15.0) -> float:

@@ -17,10 +17,11 @@ import torch
 
 from noisyft import api
 from noisyft.config import FitConfig
-from noisyft.backbones import create_backbone, Classifier, OptimConfig
+from noisyft.backbones import create_backbone, Classifier
+from noisyft.config import OptimConfig
 from noisyft.engine import image_logits, accuracy, train_image_epoch, generator, head_logits
 from noisyft.data.transforms import eval_transform, train_transform
-from noisyft.features import extract_features
+from noisyft.features.cache import extract_features
 cfg = FitConfig(**{**api.DEMO, "image_size": 96, "val_fraction": 0.1})
 splits, val, _ = api.prepare_data(cfg)
 dev = torch.device("cpu")

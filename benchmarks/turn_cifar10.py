@@ -16,7 +16,7 @@ import json
 from benchmarks.common import cifar10_zip, md_table, write_results
 from noisyft import api
 from noisyft.config import FitConfig
-from noisyft.headline import delivered_block
+from noisyft.run.summary import delivered_block
 
 METHODS = ["turn", "ce-lp", "ce-fft"]
 

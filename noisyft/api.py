@@ -16,21 +16,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from noisyft.backbones import Classifier, create_backbone
-from noisyft.config import FitConfig, parse_optim
+from noisyft.backbones import create_backbone
+from noisyft.config import NON_RESULT_FIELDS, FitConfig, parse_optim
 from noisyft.csvsafe import read_csv
-from noisyft.data import LabeledSet, load_data, stratified_holdout
-from noisyft.data.base import DataSplits
-from noisyft.data.noise import apply_noise, parse_noise
+from noisyft.data.base import DataSplits, LabeledSet
+from noisyft.data.inputs import open_images
+from noisyft.data.prepare import prepare_data
 from noisyft.data.transforms import eval_transform
 from noisyft.engine import image_logits, resolve_device
 from noisyft.errors import UserError
 from noisyft.losses import per_sample_ce
 from noisyft.methods import METHODS, Context, MethodOutput, validate_config
-from noisyft.report.label_issues import detection_metrics, label_issues_frame
-from noisyft.report.losses import save_losses
-from noisyft.run import RunDir, load_weights
+from noisyft.run.files import CONFIG, DATA, LABEL_ISSUES, LABELS, NOISE, OPTIM, SUMMARY
+from noisyft.run.label_issues import label_issues_frame
+from noisyft.run.losses import save_losses
+from noisyft.run.model import load_model, model_meta
+from noisyft.run.rundir import RunDir, is_run_dir, read_run_json
+from noisyft.run.summary import run_summary
 from noisyft.selection import fit_per_class_gmm
+
+__all__ = ["FitResult", "fit", "resume", "detect", "predict", "report", "demo", "load_model", "prepare_data", "DEMO"]
 
 log = logging.getLogger("noisyft")
 
@@ -45,50 +50,12 @@ class FitResult:
     model: Optional[torch.nn.Module] = None
 
 
-def prepare_data(cfg: FitConfig) -> tuple[DataSplits, Optional[LabeledSet], dict]:
-    """Load the data, inject noise if asked, carve the noisy validation split."""
-    splits = load_data(cfg.data, labels_csv=cfg.labels, test=cfg.test, test_fraction=cfg.test_fraction, seed=cfg.seed,
-                       folder_labels_are_true=cfg.folder_labels_are_true, skip_bad_images=cfg.skip_bad_images,
-                       max_train=cfg.max_train, max_test=cfg.max_test)
-    noise_info: dict = {}
-    if cfg.noise:
-        if cfg.labels:
-            raise UserError("--noise and --labels both given: the CSV already holds the given labels; drop one")
-        splits.train, noise_info = apply_noise(parse_noise(cfg.noise), splits.train, cfg.seed)
-    val = None
-    if cfg.val_fraction > 0:
-        keep, held = stratified_holdout(splits.train.labels, cfg.val_fraction, cfg.seed + 1)
-        val, splits.train = splits.train.subset(held), splits.train.subset(keep)
-    return splits, val, noise_info
-
-
 def _labels_frame(data: LabeledSet) -> pd.DataFrame:
     df = pd.DataFrame({"index": np.arange(len(data)), "id": data.ids, "given_label": data.labels,
                        "given_class": np.asarray(data.classes, dtype=object)[data.labels]})
     if data.true_labels is not None:
         df["true_label"] = data.true_labels
     return df
-
-
-def _summary(cfg: FitConfig, run: RunDir, issues: pd.DataFrame, splits: DataSplits, noise_info: dict) -> dict:
-    """``summary.json``: the run, its accuracies phase by phase (:mod:`noisyft.headline`), selection, detection.
-
-    ``test_acc`` is the accuracy of what the method delivers (validation-selected epoch of the delivered
-    phase with ``--val-fraction``, else its last epoch); the linear probe's numbers are in ``probe`` and
-    never stand for a fine-tuning method's accuracy.
-    """
-    from noisyft.headline import accuracy_summary  # imported here: keeps this change local to _summary
-
-    summary = {"method": cfg.method, "backbone": cfg.backbone, "data": cfg.data, "noise": cfg.noise,
-               "realised_noise": noise_info.get("realised_rate"), "n_train": len(splits.train),
-               "n_test": 0 if splits.test is None else len(splits.test), "seed": cfg.seed,
-               "timings": {**run.timings, "total": sum(run.timings.values())}}
-    summary.update(accuracy_summary(run.records("metrics")))
-    selection = run.records("selection")
-    if selection:
-        summary["selection"] = selection
-    summary["detection"] = detection_metrics(issues)
-    return summary
 
 
 def finish(ctx: Context, out: MethodOutput, splits: DataSplits, noise_info: dict) -> FitResult:
@@ -100,13 +67,10 @@ def finish(ctx: Context, out: MethodOutput, splits: DataSplits, noise_info: dict
     save_losses(run, "final", losses, gmm, cfg.tau, used_for_label_issues=out.clean_prob is None)
     issues = label_issues_frame(train.ids, train.labels, out.train_logits, clean_prob, train.classes, tau=cfg.tau,
                                 true_labels=train.true_labels, is_issue=out.is_issue)
-    run.write_frame("label_issues.csv", issues)
-    meta = {"backbone": cfg.backbone, "image_size": ctx.backbone.preprocess.size, "classes": train.classes,
-            "allow_remote_code": cfg.allow_remote_code,
-            "preprocess": ctx.backbone.preprocess.to_dict()}
-    run.save_model(out.model, meta)
-    summary = _summary(cfg, run, issues, splits, noise_info)
-    run.write_json("summary.json", summary)
+    run.write_frame(LABEL_ISSUES, issues)
+    run.save_model(out.model, model_meta(cfg.backbone, ctx.backbone, train.classes, cfg.allow_remote_code))
+    summary = run_summary(cfg, run, issues, splits, noise_info)
+    run.write_json(SUMMARY, summary)
     run.close()
     run.finish("done")
     run.drop_checkpoint()
@@ -130,25 +94,25 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
 
 def _fit_in(run: RunDir, cfg: FitConfig, method) -> FitResult:
     """``fit`` inside its locked run directory."""
-    if "done" in run.state["finished"] and run.file("label_issues.csv").exists():
+    if "done" in run.state["finished"] and run.file(LABEL_ISSUES).exists():
         log.info("run %s already finished; returning its results", run.path)
-        return FitResult(run.path, run.read_json("summary.json"), read_csv(run.file("label_issues.csv")))
+        return FitResult(run.path, run.read_json(SUMMARY), read_csv(run.file(LABEL_ISSUES)))
     splits, val, noise_info = prepare_data(cfg)
     checkpoint = run.load_checkpoint()
     if checkpoint:
         log.warning("resuming %s from %s epoch %d", run.path, checkpoint["tag"], checkpoint["epoch"])
     run.start(checkpoint)
-    run.write_frame("labels.csv", _labels_frame(splits.train))
-    run.write_json("noise.json", noise_info)
-    run.write_json("data.json", splits.info)
+    run.write_frame(LABELS, _labels_frame(splits.train))
+    run.write_json(NOISE, noise_info)
+    run.write_json(DATA, splits.info)
     torch.manual_seed(cfg.seed)
-    remote = {"allow_remote_code": True} if cfg.allow_remote_code else {}
-    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, image_size=cfg.image_size, **remote)
+    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, image_size=cfg.image_size,
+                               allow_remote_code=cfg.allow_remote_code)
     lp_default, fft_default = backbone.hparams
     ctx = Context(cfg, splits.train, splits.test, val, backbone, run, resolve_device(cfg.device),
                   parse_optim(cfg.lp_optim, lp_default, "lp-optim"), parse_optim(cfg.fft_optim, fft_default, "fft-optim"),
                   resume_state=checkpoint)
-    run.write_json("optim.json", {"lp": dataclasses.asdict(ctx.lp_optim), "fft": dataclasses.asdict(ctx.fft_optim)})
+    run.write_json(OPTIM, {"lp": dataclasses.asdict(ctx.lp_optim), "fft": dataclasses.asdict(ctx.fft_optim)})
     return finish(ctx, method(ctx), splits, noise_info)
 
 
@@ -161,11 +125,8 @@ def resume(run_dir: str | Path, *, allow_remote_code: bool = False, **settings) 
     ``cache_dir``, ``progress``, ``image_cache_mb``) come from this call, not from the folder,
     so a shared run cannot choose where noisyft writes its feature cache.
     """
-    from noisyft.config import NON_RESULT_FIELDS
-    from noisyft.run import is_run_dir, read_run_json
-
     run_dir = Path(run_dir)
-    cfg_file = run_dir / "config.json"
+    cfg_file = run_dir / CONFIG
     if not cfg_file.exists() or not is_run_dir(run_dir):
         raise UserError(f"--resume {run_dir}: no noisyft config.json there; is it a noisyft run directory?")
     saved = read_run_json(cfg_file)
@@ -192,39 +153,6 @@ def detect(config: Optional[FitConfig] = None, **overrides) -> pd.DataFrame:
     return fit(config, **overrides).label_issues
 
 
-def load_model(run_dir: str | Path, *, allow_remote_code: bool = False) -> tuple[Classifier, dict]:
-    """Rebuild a run's model from its config and ``model.safetensors`` (no pickle, no download).
-
-    Remote model code (Hugging Face ``trust_remote_code``) runs only when the caller passes
-    ``allow_remote_code=True``: the run folder's own metadata never grants it.
-    """
-    run_dir = Path(run_dir)
-    weights = run_dir / "model.safetensors"
-    if not weights.exists():
-        raise UserError(f"{weights} not found: is {run_dir} a finished noisyft run?")
-    from safetensors import safe_open
-    import json
-
-    try:
-        with safe_open(str(weights), "pt") as f:
-            meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-        backbone_name, image_size, classes = meta["backbone"], meta["image_size"], meta["classes"]
-    except Exception as e:
-        raise UserError(f"{weights} is not a noisyft model ({type(e).__name__}: {e}); is the run folder damaged?") from None
-    remote = {"allow_remote_code": True} if allow_remote_code else {}
-    try:
-        backbone = create_backbone(backbone_name, pretrained=False, image_size=image_size, **remote)
-    except Exception as e:
-        if meta.get("allow_remote_code") and not allow_remote_code:
-            raise UserError(f"{run_dir}: backbone {backbone_name!r} was trained with its own Python code allowed and "
-                            f"does not load without it; a run folder cannot grant that: pass --allow-remote-code on "
-                            f"this command line if you trust it ({type(e).__name__}: {e})") from e
-        raise
-    model = Classifier(backbone, len(classes))
-    model.load_state_dict(load_weights(weights))
-    return model.eval(), meta
-
-
 def predict(run_dir: str | Path, data: str | Sequence[str], *, batch_size: int = 128, device: str = "auto",
             num_workers: Optional[int] = None, progress: bool = True, top_k: int = 1,
             allow_remote_code: bool = False) -> pd.DataFrame:
@@ -238,8 +166,6 @@ def predict(run_dir: str | Path, data: str | Sequence[str], *, batch_size: int =
     ``top_k`` > 1 also ``top{k}_class`` / ``top{k}_confidence`` for k = 2…top_k.
     ``allow_remote_code``: let a Hugging Face backbone run its own code (only the caller grants it).
     """
-    from noisyft.data.inputs import open_images
-
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
     model, meta = load_model(run_dir, allow_remote_code=allow_remote_code)
@@ -268,7 +194,7 @@ def report(run_dir: str | Path, *, classes_shown: int = 4, max_points: int = 200
     ``allow_remote_code``: let a Hugging Face backbone run its own code (only the caller grants it,
     never the run's config).
     """
-    from noisyft.report.html import write_report
+    from noisyft.report.html import write_report  # here: matplotlib loads only when a report is drawn
 
     return write_report(run_dir, classes_shown=classes_shown, max_points=max_points, batch_size=batch_size,
                         num_workers=num_workers, device=device, allow_remote_code=allow_remote_code)

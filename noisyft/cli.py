@@ -103,12 +103,13 @@ def _print_result(res, top: int = 10) -> None:
     print(f"\nMost suspect labels (of {len(issues)}; full table in {res.run_dir / 'label_issues.csv'}):")
     print(issues[cols].head(top).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     parts = [f"run: {res.run_dir}"]
-    from noisyft.headline import accuracy_summary, headline_text
+    from noisyft.run.files import METRICS_LOG
+    from noisyft.run.rundir import read_jsonl
+    from noisyft.run.summary import accuracy_summary, headline_text
 
     # a run finished before summary.json had per-phase blocks: recompute them from its metrics log
-    metrics = res.run_dir / "metrics.jsonl"
-    acc = s if "test_acc" in s or not metrics.exists() else accuracy_summary(
-        [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()])
+    metrics = res.run_dir / METRICS_LOG
+    acc = s if "test_acc" in s or not metrics.exists() else accuracy_summary(read_jsonl(metrics))
     if headline_text(acc):
         parts.append(headline_text(acc))
     if s.get("selection"):
@@ -186,14 +187,22 @@ def cmd_methods(ns) -> None:
 
 
 def cmd_bench(ns) -> None:
-    from noisyft import bench
+    from noisyft.bench import grid, results, runner
 
     if bool(ns.config) == ns.quick:
         raise UserError("bench: give a grid file (--config FILE.yaml) or --quick, not both or neither")
-    spec = bench.BenchSpec.from_dict(bench.QUICK, "--quick") if ns.quick else bench.load_spec(ns.config)
+    spec = grid.BenchSpec.from_dict(grid.QUICK, "--quick") if ns.quick else grid.load_spec(ns.config)
     out = ns.out or ("runs/bench-quick" if ns.quick else f"runs/bench-{Path(ns.config).stem}")
-    res = bench.run_bench(spec, out, plots=not ns.no_plots, run=not ns.collect_only)
-    print(f"\n{bench.results_markdown(res)}\nwrote {out}/results.md and results.json")
+    res = runner.run_bench(spec, out, plots=not ns.no_plots, run=not ns.collect_only)
+    print(f"\n{results.results_markdown(res)}\nwrote {out}/results.md and results.json")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the verbs that run a finished run's model over images (predict, report)."""
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--allow-remote-code", action="store_true", help=REMOTE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,10 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "text file listing image paths one per line (relative to its folder); several allowed")
     pred.add_argument("--top-k", type=int, default=1, help="also write the k most probable classes [default: 1]")
     pred.add_argument("--output", help="CSV to write (default: print)")
-    pred.add_argument("--batch-size", type=int, default=128)
-    pred.add_argument("--device", default="auto")
-    pred.add_argument("--num-workers", type=int, default=None)
-    pred.add_argument("--allow-remote-code", action="store_true", help=REMOTE_HELP)
+    add_model_options(pred)
     pred.set_defaults(func=cmd_predict)
     rep = sub.add_parser("report", help="write an HTML report of a finished run (plots, suspect images, t-SNE)",
                          description="Write RUN_DIR/report/index.html (figures embedded) and its PNGs: loss histograms "
@@ -240,10 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "classes get PNGs in report/classes/) [default: 4]")
     rep.add_argument("--max-points", type=int, default=2000, help="training samples in the t-SNE (0: skip it) "
                      "[default: 2000]")
-    rep.add_argument("--batch-size", type=int, default=128)
-    rep.add_argument("--device", default="auto")
-    rep.add_argument("--num-workers", type=int, default=None)
-    rep.add_argument("--allow-remote-code", action="store_true", help=REMOTE_HELP)
+    add_model_options(rep)
     rep.set_defaults(func=cmd_report)
     bench = sub.add_parser("bench", help="run a grid data × noise × backbone × method × seed and tabulate it (resumable)",
                            description="Run every cell of a grid (one fit each, resumable, parallel-safe) and write "

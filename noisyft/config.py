@@ -16,12 +16,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-from noisyft.backbones.base import OptimConfig
+import torch
+
 from noisyft.errors import UserError
 from noisyft.options import FRACTION, NON_NEGATIVE, POSITIVE, SEED, UNIT_OPEN, Range, check_fields, did_you_mean, option
 
 # Fields that do not change a run's numbers (excluded from its identity).
 NON_RESULT_FIELDS = {"out", "progress", "num_workers", "cache_dir", "device", "image_cache_mb"}
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """One optimiser setting (the TURN paper's Table 8 lists one per backbone and phase)."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    momentum: float = 0.9
+
+    def build(self, params) -> torch.optim.Optimizer:
+        if self.name == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        if self.name == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.name == "adam":
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        raise ValueError(f"unknown optimiser {self.name!r} (sgd, adam, adamw)")
 
 
 @dataclass

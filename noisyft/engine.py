@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from noisyft.backbones.base import OptimConfig
+from noisyft.config import OptimConfig
 from noisyft.data.base import LabeledSet, TorchImageDataset
 from noisyft.faults import maybe_die
-from noisyft.features import forward_features, make_loader
+from noisyft.features.loader import forward_features, make_loader
 
 
 class TrainingDiverged(RuntimeError):
@@ -99,7 +99,7 @@ def image_logits(model: nn.Module, data: LabeledSet, transform: Callable, *, dev
 @torch.no_grad()
 def decoded_logits(model: nn.Module, images: torch.Tensor, norm: Callable, *, device: torch.device,
                    batch_size: int = 128) -> torch.Tensor:
-    """Eval-mode logits for decoded uint8 images (see :mod:`noisyft.decoded`), normalised per batch on ``device``."""
+    """Eval-mode logits for decoded uint8 images (see :mod:`noisyft.features.decoded`), normalised per batch on ``device``."""
     model.eval()
     out = [forward_features(model, norm(images[i: i + batch_size].to(device, non_blocking=True)), device).cpu()
            for i in range(0, len(images), batch_size)]

@@ -430,6 +430,18 @@ def _em_bucket(F: np.ndarray, n: np.ndarray, max_iter: int, tol: float, reg_cova
     return weights, means, var, n_iter, converged, buf
 
 
+def _prepare(losses, labels, num_classes: int, max_iter, tol, reg_covar, normalize: str):
+    """What both fits share: checked inputs grouped by class, each class's status, the normalisation
+    ``(shift, scale)`` and the clean posterior of samples no fit will score (:func:`_default_clean_prob`)."""
+    losses, labels = _check_losses_labels(losses, labels, num_classes)
+    _check_gmm_settings(max_iter, tol, reg_covar, normalize)
+    g = _group_by_class(losses, labels, num_classes)
+    lo, hi = _class_min_max(g)
+    status = _class_status(g, lo, hi)
+    shift, scale = _normalisation(normalize, lo, hi)
+    return g, status, shift, scale, _default_clean_prob(g)
+
+
 def fit_per_class_gmm(
     losses,
     labels,
@@ -461,15 +473,8 @@ def fit_per_class_gmm(
     second while matching sklearn's result (see ``benchmarks/gmm_speed.py``).
     """
     num_classes = _check_num_classes(num_classes)
-    losses, labels = _check_losses_labels(losses, labels, num_classes)
-    _check_gmm_settings(max_iter, tol, reg_covar, normalize)
-    g = _group_by_class(losses, labels, num_classes)
-    lo, hi = _class_min_max(g)
-    status = _class_status(g, lo, hi)
-    shift, scale = _normalisation(normalize, lo, hi)
-
+    g, status, shift, scale, clean_prob = _prepare(losses, labels, num_classes, max_iter, tol, reg_covar, normalize)
     C = num_classes
-    clean_prob = _default_clean_prob(g)
     means = np.full((C, 2), np.nan)
     variances = np.full((C, 2), np.nan)
     weights = np.full((C, 2), np.nan)
@@ -532,13 +537,7 @@ def sklearn_per_class_gmm(
     from sklearn.mixture import GaussianMixture
 
     num_classes = _check_num_classes(num_classes)
-    losses, labels = _check_losses_labels(losses, labels, num_classes)
-    _check_gmm_settings(max_iter, tol, reg_covar, normalize)
-    g = _group_by_class(losses, labels, num_classes)
-    lo, hi = _class_min_max(g)
-    status = _class_status(g, lo, hi)
-    shift, scale = _normalisation(normalize, lo, hi)
-    clean_prob = _default_clean_prob(g)
+    g, status, shift, scale, clean_prob = _prepare(losses, labels, num_classes, max_iter, tol, reg_covar, normalize)
     for c in np.flatnonzero(status == "fit"):
         seg = slice(g.starts[c], g.starts[c] + g.n_fin[c])
         x = ((g.x[seg] - shift[c]) / scale[c])[:, None]

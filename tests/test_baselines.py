@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from noisyft import api
-from noisyft.backbones.base import OptimConfig
+from noisyft.config import OptimConfig
 from noisyft.methods import METHODS
 from noisyft.methods.dividemix import co_divide, divide, gmm_clean_prob
 from noisyft.methods.mixmatch import (FeatureViews, MixSettings, average_head, guess_labels, linear_rampup, mix_lambda,

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from noisyft import api
-from noisyft.bench import QUICK, BenchSpec, Cell, CellLock, cell_dir, load_spec, run_bench, run_cell
+from noisyft.bench.grid import QUICK, BenchSpec, Cell, CellLock, cell_dir, load_spec, run_cell
+from noisyft.bench.runner import run_bench
 from noisyft.cli import main
 from noisyft.errors import UserError
 
@@ -198,7 +199,7 @@ def test_interrupted_grid_continues_without_rerunning_finished_cells(tiny_data, 
 
 
 def test_table_marks_cells_outside_the_grid_and_a_subsample_s_clean_set():
-    from noisyft.bench import aggregate, results_markdown
+    from noisyft.bench.results import aggregate, results_markdown
 
     spec = BenchSpec.from_dict({"data": "d", "noises": ["sym:0.6", "sym:0.9"], "backbones": "b", "seeds": [0],
                                 "methods": ["turn", "unicon-lp-img"], "per_method": {"unicon-lp-img": {"noises": ["sym:0.6"]}}})
@@ -227,7 +228,7 @@ def test_cli_bench(tiny_data, tmp_path, capsys):
 
 def _synthetic(spec: BenchSpec, values: dict) -> dict:
     """results for ``spec`` with ``values[(method, noise)]`` as each finished cell's numbers."""
-    from noisyft.bench import aggregate
+    from noisyft.bench.results import aggregate
 
     base = dict(status="done", time_train=12.0, precision_at_k=None, selection={}, test_acc_rule="val-selected")
     rows = [{"cell": c.name, **vars(c), **base, **values[(c.method, c.noise)]} for c in spec.cells()]
@@ -237,7 +238,7 @@ def _synthetic(spec: BenchSpec, values: dict) -> dict:
 
 def test_table_headline_is_val_selected_and_marks_each_setting_s_winner():
     """The probe's best epoch (TURN's 70.00) is a secondary column: the winner is chosen on the headline."""
-    from noisyft.bench import results_markdown
+    from noisyft.bench.results import results_markdown
 
     spec = BenchSpec.from_dict({"data": "d", "noises": ["sym:0.6", "sym:0.9"], "backbones": "b", "seeds": [0],
                                 "methods": ["turn", "ce-fft", "ce-lp"], "val_fraction": 0.1})
@@ -265,7 +266,7 @@ def test_table_headline_is_val_selected_and_marks_each_setting_s_winner():
 
 
 def test_table_without_validation_heads_with_last_epoch_and_flags_a_mismatched_rule():
-    from noisyft.bench import results_markdown
+    from noisyft.bench.results import results_markdown
 
     spec = BenchSpec.from_dict({"data": "d", "noises": ["sym:0.6"], "backbones": "b", "seeds": [0],
                                 "methods": ["turn", "ce-fft"]})

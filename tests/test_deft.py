@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from noisyft.clip_models import load_clip, parse_clip_spec
+from noisyft.backbones.clip import load_clip, parse_clip_spec
 from noisyft.config import FitConfig
 from noisyft.data.base import LabeledSet
 from noisyft.data.sources import ArraySource
@@ -154,7 +154,7 @@ def test_open_clip_local_dir_encodes_like_open_clip(tmp_path):
         vpt = DeepVisualPrompts(2, 3, 32, 8)
         vpt.tokens.data.zero_()
         assert oc.encode_image(px, layers=vpt).shape == (2, 16)
-        from noisyft.clip_models import run_layers
+        from noisyft.backbones.clip import run_layers
 
         torch.testing.assert_close(oc.encode_image(px, layers=run_layers), oc.model.encode_image(px))
     det = DualPromptDetector(oc, NAMES, n_ctx=4, peft="vpt", vpt_tokens=3)

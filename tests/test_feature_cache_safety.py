@@ -12,7 +12,7 @@ from PIL import Image
 
 from noisyft.backbones import create_backbone
 from noisyft.data import load_data
-from noisyft.features import DONE_FILE, extract_features, feature_key
+from noisyft.features.cache import DONE_FILE, extract_features, feature_key
 from tests.conftest import write_tree
 
 EXTRACT = """
@@ -20,7 +20,7 @@ import os, sys, time
 import numpy as np, torch
 from noisyft.backbones import create_backbone
 from noisyft.data import load_data
-from noisyft.features import extract_features
+from noisyft.features.cache import extract_features
 root, cache, out, ready, go = sys.argv[1:]
 torch.manual_seed(0)
 bb = create_backbone("test_efficientnet", pretrained=False, image_size=32)
@@ -106,7 +106,7 @@ def test_entry_without_done_file_is_never_read(cached):
 
 
 def test_kill_between_features_and_done_file_recovers(tmp_path, monkeypatch):
-    import noisyft.features as features
+    import noisyft.features.cache as features
 
     root = tmp_path / "imgs"
     write_tree(root, 4)

@@ -7,7 +7,7 @@ from PIL import Image
 
 from noisyft.backbones import create_backbone
 from noisyft.data import load_data
-from noisyft.features import extract_features, feature_key
+from noisyft.features.cache import extract_features, feature_key
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_decoded_images_give_exactly_the_loader_logits(tmp_path):
     """Eval passes from the in-memory uint8 images equal the decoding loader's, bit for bit (with a real resize)."""
     from tests.conftest import write_tree
     from noisyft.data.transforms import eval_transform, normalize
-    from noisyft.decoded import decode_images, decoded_bytes
+    from noisyft.features.decoded import decode_images, decoded_bytes
     from noisyft.engine import decoded_logits, image_logits
 
     write_tree(tmp_path / "imgs", 7, size=37)  # odd size: the resize to 40 px and the centre crop both act

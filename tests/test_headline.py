@@ -1,5 +1,5 @@
-"""noisyft.headline: per-phase accuracies and the delivered model's headline, from metrics records."""
-from noisyft.headline import accuracy_summary, headline_text
+"""noisyft.run.summary: per-phase accuracies and the delivered model's headline, from metrics records."""
+from noisyft.run.summary import accuracy_summary, headline_text
 
 TURN_LOG = [{"phase": "lp", "epoch": 1, "test_acc": 0.60}, {"phase": "lp", "epoch": 2, "test_acc": 0.70},
             {"phase": "fft", "epoch": 1, "test_acc": 0.66}, {"phase": "fft", "epoch": 2, "test_acc": 0.64}]

@@ -14,7 +14,7 @@ from PIL import Image
 
 from noisyft import api
 from noisyft.cli import main
-from noisyft.run import RunDir, flatten_record
+from noisyft.run.rundir import RunDir, flatten_record
 
 TINY = dict(backbone="test_efficientnet", pretrained=False, image_size=32, batch_size=32, num_workers=0,
             progress=False, lp_optim="adamw:1e-2:1e-5")
@@ -90,7 +90,7 @@ def test_report_links_per_class_histograms(turn_run):
 
 
 def test_run_saves_losses_and_gmms(turn_run):
-    from noisyft.report.losses import list_stages, load_stage
+    from noisyft.run.losses import list_stages, load_stage
 
     assert list_stages(turn_run) == ["epoch1", "epoch2", "final"]
     for stage in ("epoch1", "final"):

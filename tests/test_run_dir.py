@@ -13,7 +13,7 @@ import pytest
 from noisyft import api
 from noisyft.cli import main
 from noisyft.errors import UserError
-from noisyft.run import RunDir
+from noisyft.run.rundir import RunDir
 from noisyft.runlock import RunLock
 
 TINY = ["--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--epochs-lp", "2",

@@ -234,7 +234,7 @@ def test_fine_tuning_budget_is_the_methods_own_unless_given():
 
 
 def test_bench_grid_common_extra_goes_to_the_methods_that_have_it(tmp_path):
-    from noisyft.bench import BenchSpec, Cell
+    from noisyft.bench.grid import BenchSpec, Cell
 
     grid = {"data": "demo", "noises": "sym:0.6", "backbones": "test_vit", "methods": ["ce-lp", "small-loss-lp"],
             "seeds": 0, "extra": {"warmup": 2}}

@@ -7,7 +7,7 @@ Face transformers models as ``hf:<hub id or local dir>`` (a name containing
 """
 from __future__ import annotations
 
-from noisyft.backbones.base import Backbone, Classifier, OptimConfig, Preprocess
+from noisyft.backbones.base import Backbone, Classifier
 from noisyft.backbones.registry import BACKBONES, create_backbone, list_backbones
 
 # Importing the family modules fills the registry.
@@ -15,4 +15,4 @@ from noisyft.backbones import efficientnet as _efficientnet  # noqa: F401,E402
 from noisyft.backbones import hf as _hf  # noqa: F401,E402
 from noisyft.backbones import timm_models as _timm  # noqa: F401,E402
 
-__all__ = ["Backbone", "Classifier", "OptimConfig", "Preprocess", "BACKBONES", "create_backbone", "list_backbones"]
+__all__ = ["Backbone", "Classifier", "BACKBONES", "create_backbone", "list_backbones"]

@@ -3,46 +3,12 @@ feature size, its preprocessing and its paper-style optimiser defaults."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How images are turned into tensors for this backbone (part of the feature-cache key)."""
-
-    size: int = 224
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    interpolation: str = "bicubic"
-
-    def with_size(self, size: int | None) -> "Preprocess":
-        return self if not size else Preprocess(size, self.mean, self.std, self.interpolation)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """One optimiser setting (the TURN paper's Table 8 lists one per backbone and phase)."""
-
-    name: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    momentum: float = 0.9
-
-    def build(self, params) -> torch.optim.Optimizer:
-        if self.name == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        if self.name == "adamw":
-            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        if self.name == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        raise ValueError(f"unknown optimiser {self.name!r} (sgd, adam, adamw)")
-
+from noisyft.config import OptimConfig
+from noisyft.data.transforms import Preprocess
 
 # Table 8 of the TURN paper; CNNs without a row use ResNet-50's settings. EfficientNet
 # (not in the paper) takes ResNet-50's LP row and ConvNeXt's FFT row: AdamW at 1e-3

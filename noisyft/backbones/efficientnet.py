@@ -13,8 +13,9 @@ import importlib
 import timm
 import torch
 
-from noisyft.backbones.base import Backbone, Preprocess
+from noisyft.backbones.base import Backbone
 from noisyft.backbones.registry import BACKBONES
+from noisyft.data.transforms import Preprocess
 from noisyft.errors import UserError
 
 _VARIANTS = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}

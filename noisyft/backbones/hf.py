@@ -13,7 +13,8 @@ import socket
 
 import torch
 
-from noisyft.backbones.base import Backbone, Preprocess
+from noisyft.backbones.base import Backbone
+from noisyft.data.transforms import Preprocess
 from noisyft.errors import UserError
 
 _CLS_TOKEN_TYPES = {"vit", "vit_mae", "vit_msn", "deit", "dinov2", "beit"}

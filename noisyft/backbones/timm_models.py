@@ -4,7 +4,8 @@ from __future__ import annotations
 import timm
 import torch
 
-from noisyft.backbones.base import Backbone, Preprocess
+from noisyft.backbones.base import Backbone
+from noisyft.data.transforms import Preprocess
 from noisyft.errors import UserError
 
 

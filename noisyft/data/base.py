@@ -111,14 +111,17 @@ class DataSplits:
 
 
 class TorchImageDataset(torch.utils.data.Dataset):
-    """Adapts a LabeledSet for a DataLoader: yields ``(image_tensor, given_label, index)``.
+    """The one indexed-image Dataset for a DataLoader: yields ``(image_tensor, given_label, index)``.
 
-    ``index`` is the position in the LabeledSet, which selection and the
-    label-issue report use to identify a sample (never the batch row order).
+    ``data`` is a LabeledSet, or an ImageSource (unlabelled images, e.g. for feature
+    extraction: the label is then -1). ``index`` is the position in ``data``, which
+    selection and the label-issue report use to identify a sample (never the batch row order).
     """
 
-    def __init__(self, data: LabeledSet, transform: Callable, indices: Optional[Sequence[int]] = None):
-        self.data = data
+    def __init__(self, data: LabeledSet | ImageSource, transform: Optional[Callable],
+                 indices: Optional[Sequence[int]] = None):
+        self.source = data.source if isinstance(data, LabeledSet) else data
+        self.labels = data.labels if isinstance(data, LabeledSet) else None
         self.transform = transform
         self.indices = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64)
 
@@ -127,4 +130,4 @@ class TorchImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int):
         i = int(self.indices[k])
-        return self.transform(self.data.source.load(i)), int(self.data.labels[i]), i
+        return self.transform(self.source.load(i)), -1 if self.labels is None else int(self.labels[i]), i

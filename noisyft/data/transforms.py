@@ -7,13 +7,29 @@ the TURN paper's augmentation: CIFAR-style ``flip → affine`` by default, or
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from noisyft.backbones.base import Preprocess
-
 AUGMENTATIONS = ("flip-affine", "crop", "none")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images are turned into tensors for this backbone (part of the feature-cache key)."""
+
+    size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bicubic"
+
+    def with_size(self, size: int | None) -> "Preprocess":
+        return self if not size else Preprocess(size, self.mean, self.std, self.interpolation)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def _interp(name: str) -> InterpolationMode:

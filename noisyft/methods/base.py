@@ -13,15 +13,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from noisyft.backbones.base import Backbone, Classifier, OptimConfig
-from noisyft.config import FitConfig
+from noisyft.backbones.base import Backbone, Classifier
+from noisyft.config import FitConfig, OptimConfig
 from noisyft.data.base import LabeledSet
 from noisyft.data.transforms import eval_transform, normalize, train_transform
-from noisyft.decoded import decode_images, decoded_bytes
+from noisyft.features.decoded import decode_images, decoded_bytes
 from noisyft.engine import accuracy, decoded_logits, generator, head_logits, image_logits, train_image_epoch
-from noisyft.features import extract_features
+from noisyft.features.cache import extract_features
 from noisyft.methods.settings import MethodSettings, resolve_settings
-from noisyft.run import RunDir
+from noisyft.run.rundir import RunDir
 from noisyft.selection import selection_metrics
 
 

@@ -47,15 +47,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from noisyft.backbones.base import OptimConfig
-from noisyft.clip_models import DEFAULT_CLIP, ClipModel, load_clip
-from noisyft.config import FitConfig
+from noisyft.backbones.clip import DEFAULT_CLIP, ClipModel, load_clip
+from noisyft.config import FitConfig, OptimConfig
 from noisyft.data.base import LabeledSet, TorchImageDataset
 from noisyft.data.transforms import eval_transform, train_transform
 from noisyft.engine import accuracy, check_finite, generator, image_logits
 from noisyft.errors import UserError
 from noisyft.faults import maybe_die
-from noisyft.features import make_loader
+from noisyft.features.loader import make_loader
 from noisyft.losses import SCE, create_loss
 from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.prompts import DualPromptDetector

@@ -37,10 +37,9 @@ import numpy as np
 import torch
 
 from noisyft.losses import per_sample_ce
-from noisyft.methods.base import Context, MethodOutput, label_quality_doc
+from noisyft.methods.base import Context, MethodOutput
 from noisyft.methods.mixmatch import (FeatureAugmentOptions, MixMatchOptions, MixSettings, Split, feature_logits,
-                                      two_head_output, two_head_training)
-from noisyft.methods.registry import METHODS
+                                      register_two_head, two_head_output, two_head_training)
 from noisyft.options import NON_NEGATIVE, UNIT_OPEN, option
 from noisyft.selection import fit_per_class_gmm
 
@@ -117,19 +116,15 @@ def _split_fn(ctx: Context, p_threshold: float):
     return split
 
 
-def _dividemix(image_mode: bool):
-    def run(ctx: Context) -> MethodOutput:
-        settings, p_threshold = settings_for(ctx)
-        tag = "dividemix-img" if image_mode else "dividemix"
-        heads = two_head_training(ctx, tag, _split_fn(ctx, p_threshold), settings, image_mode)
-        feats = ctx.feature_tensor("train")
-        with ctx.run.phase("selection"):
-            clean_prob = np.mean(head_clean_probs(ctx, heads, feats), axis=0)
-        return two_head_output(ctx, heads, clean_prob, is_issue=~is_clean(clean_prob, p_threshold))
-
-    run.__doc__ = ("DivideMix as LP: two heads, GMM co-divide, MixMatch on "
-                   + ("augmented images through the frozen backbone." if image_mode else "cached features (feature-space augmentation)."))
-    return label_quality_doc(DIVIDEMIX_LABEL_QUALITY)(run)
+def _dividemix(ctx: Context, image_mode: bool) -> MethodOutput:
+    """DivideMix on cached features or (``image_mode``) on augmented images through the frozen backbone."""
+    settings, p_threshold = settings_for(ctx)
+    tag = "dividemix-img" if image_mode else "dividemix"
+    heads = two_head_training(ctx, tag, _split_fn(ctx, p_threshold), settings, image_mode)
+    feats = ctx.feature_tensor("train")
+    with ctx.run.phase("selection"):
+        clean_prob = np.mean(head_clean_probs(ctx, heads, feats), axis=0)
+    return two_head_output(ctx, heads, clean_prob, is_issue=~is_clean(clean_prob, p_threshold))
 
 
 DIVIDEMIX_LABEL_QUALITY = ("label_quality: mean of the two heads' clean posteriors, each from one global 2-component "
@@ -137,5 +132,5 @@ DIVIDEMIX_LABEL_QUALITY = ("label_quality: mean of the two heads' clean posterio
                            "noise ≥ 0.9), DivideMix's rule for leaving a sample unlabelled")
 
 
-METHODS.register("dividemix-lp", settings=DivideMixFeatureSettings)(_dividemix(False))
-METHODS.register("dividemix-lp-img", settings=DivideMixSettings)(_dividemix(True))
+register_two_head("dividemix-lp", _dividemix, doc="DivideMix as LP: two heads, GMM co-divide, MixMatch on",
+                  label_quality=DIVIDEMIX_LABEL_QUALITY, settings=(DivideMixFeatureSettings, DivideMixSettings))

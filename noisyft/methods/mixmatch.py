@@ -42,11 +42,12 @@ from tqdm.auto import tqdm
 from noisyft.methods.settings import MethodSettings
 from noisyft.options import NON_NEGATIVE, POSITIVE, Range, option
 
-from noisyft.data.base import LabeledSet
+from noisyft.data.base import LabeledSet, TorchImageDataset
 from noisyft.data.transforms import train_transform
 from noisyft.engine import generator, head_logits, optimizer_step
-from noisyft.features import forward_features, make_loader
-from noisyft.methods.base import Context, MethodOutput
+from noisyft.features.loader import forward_features, make_loader
+from noisyft.methods.base import Context, MethodOutput, label_quality_doc
+from noisyft.methods.registry import METHODS
 
 log = logging.getLogger("noisyft")
 
@@ -163,18 +164,16 @@ class FeatureViews:
         return len(self.feats)
 
 
-class _MultiView(torch.utils.data.Dataset):
+class _MultiView(TorchImageDataset):
     """Images of ``data`` at ``indices``, each returned under several transforms: (index, view1, view2, …)."""
 
     def __init__(self, data: LabeledSet, transforms: Sequence[Callable], indices: np.ndarray):
-        self.data, self.transforms, self.indices = data, list(transforms), np.asarray(indices, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
+        super().__init__(data, None, indices)
+        self.transforms = list(transforms)
 
     def __getitem__(self, k: int):
         i = int(self.indices[k])
-        img = self.data.source.load(i)
+        img = self.source.load(i)
         return (i, *[tf(img) for tf in self.transforms])
 
 
@@ -410,3 +409,19 @@ def two_head_output(ctx: Context, heads: tuple[nn.Linear, nn.Linear], clean_prob
     head = average_head(*heads)
     logits = head_logits(head, ctx.features("train"), ctx.device)
     return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=clean_prob, is_issue=is_issue)
+
+
+def register_two_head(name: str, run: Callable[[Context, bool], MethodOutput], *, doc: str, label_quality: str,
+                      settings: tuple[type, type]) -> None:
+    """Register a two-head method twice: ``<name>`` on cached features, ``<name>-img`` on augmented images.
+
+    ``run(ctx, image_mode)`` is the method; ``doc`` starts its docstring (the input mode ends it);
+    ``settings`` are the (feature mode, image mode) settings classes.
+    """
+    for image_mode, cls in zip((False, True), settings):
+        def method(ctx: Context, image_mode: bool = image_mode) -> MethodOutput:
+            return run(ctx, image_mode)
+
+        method.__doc__ = doc + (" augmented images through the frozen backbone." if image_mode
+                                else " cached features (feature-space augmentation).")
+        METHODS.register(name + ("-img" if image_mode else ""), settings=cls)(label_quality_doc(label_quality)(method))

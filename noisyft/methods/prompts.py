@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisyft.clip_models import ClipModel
+from noisyft.backbones.clip import ClipModel
 from noisyft.engine import generator
 from noisyft.errors import UserError
 from noisyft.methods.vpt import DeepVisualPrompts

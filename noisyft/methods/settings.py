@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
-from noisyft.clip_models import is_clip_name
+from noisyft.backbones.clip import is_clip_name
 from noisyft.config import FitConfig, option_label
 from noisyft.data.cifar100 import FINE_CLASSES
 from noisyft.data.noise import parse_noise
@@ -123,10 +123,6 @@ def _is_cifar100(data: str, classes: Sequence[str]) -> bool:
     return len(classes) == 100 and sorted(c.lower().replace(" ", "_") for c in classes) == sorted(FINE_CLASSES)
 
 
-def _noise_rate(noise: Optional[str]) -> Optional[float]:
-    return parse_noise(noise).rate if noise else None
-
-
 def dataset_defaults(method: str, cfg: FitConfig, classes: Sequence[str] = (), given: Mapping[str, Any] = {}) -> dict:
     """Defaults of ``method``'s settings that depend on the data, the noise or other settings (``given``).
 
@@ -137,7 +133,7 @@ def dataset_defaults(method: str, cfg: FitConfig, classes: Sequence[str] = (), g
     if method.startswith("elr-"):
         return {"beta": 0.9, "lam": 7.0} if _is_cifar100(cfg.data, classes) else {}
     if method.startswith("dividemix"):
-        rate = _noise_rate(cfg.noise)
+        rate = parse_noise(cfg.noise).rate if cfg.noise else None  # the one noise parser (data.noise)
         return {"lambda_u": 150.0 if rate is not None and rate >= 0.5 else 25.0,
                 "p_threshold": 0.6 if rate is not None and rate >= 0.9 else 0.5}
     if method in ("deft", "clip-label-match"):

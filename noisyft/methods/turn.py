@@ -29,7 +29,7 @@ from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.linear_probe import linear_probe
 from noisyft.methods.registry import METHODS
 from noisyft.methods.settings import MethodSettings
-from noisyft.report.losses import save_losses
+from noisyft.run.losses import save_losses
 from noisyft.selection import balanced_subsample, fit_per_class_gmm, select_clean, selection_metrics
 
 log = logging.getLogger("noisyft")

@@ -44,10 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisyft.methods.base import Context, MethodOutput, label_quality_doc
+from noisyft.methods.base import Context, MethodOutput
 from noisyft.methods.mixmatch import (FeatureAugmentOptions, MixMatchOptions, MixSettings, Split, feature_logits,
-                                      two_head_output, two_head_training)
-from noisyft.methods.registry import METHODS
+                                      register_two_head, two_head_output, two_head_training)
 from noisyft.options import NON_NEGATIVE, POSITIVE, Range, option
 from noisyft.selection import selection_metrics
 
@@ -162,29 +161,25 @@ def _split_fn(ctx: Context, sr: Optional[float], d_u: float, tau: float):
     return split
 
 
-def _unicon(image_mode: bool):
-    def run(ctx: Context) -> MethodOutput:
-        e = ctx.settings
-        lambda_c, temp = e.lambda_c, e.contrast_T
+def _unicon(ctx: Context, image_mode: bool) -> MethodOutput:
+    """UNICON on cached features or (``image_mode``) on augmented images through the frozen backbone."""
+    e = ctx.settings
+    lambda_c, temp = e.lambda_c, e.contrast_T
 
-        def contrastive(head: nn.Linear, u3: torch.Tensor, u4: torch.Tensor) -> torch.Tensor:
-            return lambda_c * nt_xent(head(u3), head(u4), temp)
+    def contrastive(head: nn.Linear, u3: torch.Tensor, u4: torch.Tensor) -> torch.Tensor:
+        return lambda_c * nt_xent(head(u3), head(u4), temp)
 
-        settings = MixSettings(T=e.sharpen_T, alpha=e.mix_alpha, lambda_u=e.lambda_u, rampup=e.rampup, warmup=e.warmup,
-                               strong_mix=True, extra_loss=contrastive)
-        split_fn = _split_fn(ctx, e.sr, e.d_u, e.jsd_tau)
-        heads = two_head_training(ctx, "unicon-img" if image_mode else "unicon", split_fn, settings, image_mode)
-        feats = ctx.feature_tensor("train")
-        with ctx.run.phase("selection"):
-            jsd = mean_jsd(heads, feats, ctx.train.labels)
-            final, _, _ = unicon_split(jsd, ctx.train.labels, ctx.num_classes, sr=e.sr, d_u=e.d_u, tau=e.jsd_tau)
-        is_issue = np.ones(len(jsd), dtype=bool)
-        is_issue[final.labelled] = False
-        return two_head_output(ctx, heads, 1.0 - jsd, is_issue=is_issue)
-
-    run.__doc__ = ("UNICON as LP: JSD uniform selection, MixMatch + contrastive on "
-                   + ("augmented images through the frozen backbone." if image_mode else "cached features (feature-space augmentation)."))
-    return label_quality_doc(UNICON_LABEL_QUALITY)(run)
+    settings = MixSettings(T=e.sharpen_T, alpha=e.mix_alpha, lambda_u=e.lambda_u, rampup=e.rampup, warmup=e.warmup,
+                           strong_mix=True, extra_loss=contrastive)
+    split_fn = _split_fn(ctx, e.sr, e.d_u, e.jsd_tau)
+    heads = two_head_training(ctx, "unicon-img" if image_mode else "unicon", split_fn, settings, image_mode)
+    feats = ctx.feature_tensor("train")
+    with ctx.run.phase("selection"):
+        jsd = mean_jsd(heads, feats, ctx.train.labels)
+        final, _, _ = unicon_split(jsd, ctx.train.labels, ctx.num_classes, sr=e.sr, d_u=e.d_u, tau=e.jsd_tau)
+    is_issue = np.ones(len(jsd), dtype=bool)
+    is_issue[final.labelled] = False
+    return two_head_output(ctx, heads, 1.0 - jsd, is_issue=is_issue)
 
 
 UNICON_LABEL_QUALITY = ("label_quality: 1 − JSD (base 2) between the two final heads' mean prediction and the given "
@@ -192,5 +187,5 @@ UNICON_LABEL_QUALITY = ("label_quality: 1 − JSD (base 2) between the two final
                         "the int(SR·N/C) lowest-JSD samples are clean; SR = share below the mean-JSD threshold)")
 
 
-METHODS.register("unicon-lp", settings=UniconFeatureSettings)(_unicon(False))
-METHODS.register("unicon-lp-img", settings=UniconSettings)(_unicon(True))
+register_two_head("unicon-lp", _unicon, doc="UNICON as LP: JSD uniform selection, MixMatch + contrastive on",
+                  label_quality=UNICON_LABEL_QUALITY, settings=(UniconFeatureSettings, UniconSettings))

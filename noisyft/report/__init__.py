@@ -1,4 +1,2 @@
-"""Reports of a run: the label-issue table, and the HTML page with its plots (``html.write_report``)."""
-from noisyft.report.label_issues import detection_metrics, label_issues_frame
-
-__all__ = ["label_issues_frame", "detection_metrics"]
+"""The HTML report of a finished run (``html.write_report``), its figures (``plots``) and the t-SNE of
+features before/after fine-tuning (``embedding``). It reads the run through :mod:`noisyft.run`."""

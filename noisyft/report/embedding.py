@@ -1,7 +1,7 @@
 """What the report needs beyond the run directory: the training images and backbone features.
 
 The training set is rebuilt from the run's ``config.json`` with
-:func:`noisyft.api.prepare_data` (same data, noise, subsets and validation split,
+:func:`noisyft.data.prepare.prepare_data` (same data, noise, subsets and validation split,
 all seeded) and checked against ``labels.csv``, so images and labels are those
 the run saw. Features *before* fine-tuning are the frozen backbone's (read from
 the feature cache when the run left one, else computed on the subsample only);
@@ -16,14 +16,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from noisyft.backbones import create_backbone
+from noisyft.config import FitConfig
 from noisyft.data.base import LabeledSet
+from noisyft.data.prepare import prepare_data
+from noisyft.engine import resolve_device
+from noisyft.features.cache import cached_features
+from noisyft.features.loader import source_features
+from noisyft.run.model import load_model
 
 
 def rebuild_train(config: dict, labels: pd.DataFrame) -> LabeledSet:
     """The run's training set, rebuilt from its config; ValueError if it differs from ``labels.csv``."""
-    from noisyft.api import prepare_data
-    from noisyft.config import FitConfig
-
     cfg = FitConfig.from_dict(config)
     splits, _, _ = prepare_data(cfg)
     train = splits.train
@@ -41,39 +45,10 @@ def subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
 
 
-class _Rows(torch.utils.data.Dataset):
-    """Eval-preprocessed images of ``source`` at ``rows``."""
-
-    def __init__(self, source, transform, rows: np.ndarray):
-        self.source, self.transform, self.rows = source, transform, rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, k: int) -> torch.Tensor:
-        return self.transform(self.source.load(int(self.rows[k])))
-
-
-def _forward(backbone, source, rows: np.ndarray, *, batch_size: int, num_workers: Optional[int],
-             device: torch.device) -> np.ndarray:
+def _forward(backbone, source, rows: np.ndarray, **kw) -> np.ndarray:
     """Eval-mode features of ``source`` at ``rows`` (same preprocessing and forward as the feature cache)."""
-    from noisyft.data.transforms import eval_transform
-    from noisyft.features import forward_features, make_loader
-
-    backbone.eval().to(device).to(memory_format=torch.channels_last)
-    loader = make_loader(_Rows(source, eval_transform(backbone.preprocess), rows), batch_size, num_workers)
-    return np.concatenate([forward_features(backbone, x, device).cpu().numpy() for x in loader]).astype(np.float32)
-
-
-def _cached(backbone, source, cache_dir: Optional[str]) -> Optional[np.ndarray]:
-    """The run's cached frozen features of ``source`` if the cache still holds them (never computes)."""
-    from noisyft.features import BadEntry, default_cache_dir, feature_key, open_entry
-
-    entry = Path(cache_dir or default_cache_dir()) / "features" / feature_key(backbone, source)
-    try:  # verified like any cache hit (size and checksum); a damaged entry is simply not used here
-        return open_entry(entry, len(source), backbone.num_features)
-    except BadEntry:
-        return None
+    backbone.eval().to(kw["device"]).to(memory_format=torch.channels_last)
+    return source_features(backbone, source, rows, **kw)
 
 
 def features_before_after(run_dir: Path, config: dict, train: LabeledSet, rows: np.ndarray, *, batch_size: int = 128,
@@ -83,17 +58,13 @@ def features_before_after(run_dir: Path, config: dict, train: LabeledSet, rows: 
 
     Remote model code runs only with the caller's ``allow_remote_code``, never because the run's config says so.
     """
-    from noisyft.api import load_model
-    from noisyft.backbones import create_backbone
-    from noisyft.engine import resolve_device
-
     dev = resolve_device(device)
     with torch.random.fork_rng():  # a randomly initialised backbone gets the run's initial weights
         torch.manual_seed(int(config.get("seed", 0)))
-        remote = {"allow_remote_code": True} if allow_remote_code else {}  # the caller's grant, not the folder's
         frozen = create_backbone(config["backbone"], pretrained=config.get("pretrained", True),
-                                 image_size=config.get("image_size"), **remote)
-    cached = _cached(frozen, train.source, config.get("cache_dir"))
+                                 image_size=config.get("image_size"),
+                                 allow_remote_code=allow_remote_code)  # the caller's grant, not the folder's
+    cached = cached_features(frozen, train.source, config.get("cache_dir"))  # never computes: else only ``rows``
     kw = dict(batch_size=batch_size, num_workers=num_workers, device=dev)
     before = np.asarray(cached[rows]) if cached is not None else _forward(frozen, train.source, rows, **kw)
     model, _ = load_model(run_dir, allow_remote_code=allow_remote_code)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import os
 import shutil
@@ -39,7 +38,12 @@ from noisyft.atomic import write_text
 from noisyft.csvsafe import read_csv
 from noisyft.errors import UserError
 from noisyft.report import plots
-from noisyft.report.losses import list_stages, load_stage, stage_title
+from noisyft.run.files import (CONFIG, FINISHED_FILES, LABEL_ISSUES, LABELS, METRICS_LOG, MODEL, REPORT_DIR,
+                               SELECTION_LOG, STATE, SUMMARY)
+from noisyft.run.losses import list_stages, load_stage, stage_title
+from noisyft.run.model import read_model_meta
+from noisyft.run.rundir import read_jsonl, read_run_json
+from noisyft.run.summary import accuracy_summary
 
 log = logging.getLogger("noisyft")
 
@@ -73,33 +77,23 @@ class RunView:
         return None if self.true is None else self.true != self.given
 
 
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
 def load_run(run_dir: str | Path) -> RunView:
     """Read a finished run; UserError (one line) for anything that is not one."""
     d = Path(run_dir)
     if not d.is_dir():
         raise UserError(f"{d}: no such run directory")
-    from noisyft.run import read_run_json
-
-    state = read_run_json(d / "state.json", {})
+    state = read_run_json(d / STATE, {})
     state = state if isinstance(state, dict) else {}
-    needed = ("summary.json", "label_issues.csv", "labels.csv", "model.safetensors", "config.json")
-    missing = [n for n in needed if not (d / n).exists()]
+    missing = [n for n in FINISHED_FILES if not (d / n).exists()]
     if "done" not in state.get("finished", []) or missing:
         raise UserError(f"{d} is not a finished noisyft run (missing: {', '.join(missing) or 'done in state.json'}); "
                         f"run `noisyft fit --out {d}` to completion first")
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(d / "model.safetensors"), "pt") as f:
-            classes = json.loads(f.metadata()["classes"])
-        labels = read_csv(d / "labels.csv", dtype={"id": str}).sort_values("index").reset_index(drop=True)
-        config = read_run_json(d / "config.json")["config"]
-        return RunView(d, config, read_run_json(d / "summary.json"), _jsonl(d / "metrics.jsonl"),
-                       _jsonl(d / "selection.jsonl"), labels, read_csv(d / "label_issues.csv", dtype={"id": str}),
+        classes = read_model_meta(d / MODEL)["classes"]
+        labels = read_csv(d / LABELS, dtype={"id": str}).sort_values("index").reset_index(drop=True)
+        config = read_run_json(d / CONFIG)["config"]
+        return RunView(d, config, read_run_json(d / SUMMARY), read_jsonl(d / METRICS_LOG),
+                       read_jsonl(d / SELECTION_LOG), labels, read_csv(d / LABEL_ISSUES, dtype={"id": str}),
                        classes)
     except UserError:
         raise
@@ -144,8 +138,6 @@ def _table(rows: list[tuple], header: Optional[tuple] = None) -> str:
 def summary_section(run: RunView, out: Path) -> str:
     """Headline numbers as tables: the run, accuracies, detection, selection, timings."""
     s = run.summary
-    from noisyft.headline import accuracy_summary
-
     acc = accuracy_summary(run.metrics)  # from the log, so runs older than the per-phase summary keys show them too
     keys = ("method", "backbone", "data", "noise", "realised_noise", "n_train", "n_test", "seed")
     rows = [(k.replace("_", " "), s[k]) for k in keys if s.get(k) is not None]
@@ -306,7 +298,7 @@ def write_report(run_dir: str | Path, *, classes_shown: int = 4, max_points: int
     if max_points < 0:
         raise UserError(f"--max-points must be >= 0, got {max_points}")
     run = load_run(run_dir)
-    out = run.path / "report"
+    out = run.path / REPORT_DIR
     shutil.rmtree(out / "classes", ignore_errors=True)  # stale per-class pages of an earlier report
     out.mkdir(parents=True, exist_ok=True)
     train, why = _training_images(run)

@@ -8,25 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from noisyft.report.losses import component_densities, stage_title, tau_crossings  # noqa: E402
+from noisyft.figures import plt, save_png
+from noisyft.run.losses import component_densities, stage_title, tau_crossings
 
 CLEAN_COLOUR, NOISY_COLOUR, TAU_COLOUR = "#1f77b4", "#d62728", "#2ca02c"
-
-
-def _save(fig, path: Path, dpi: int = 90) -> Path:
-    from noisyft.atomic import atomic_path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 # ---------------------------------------------------------------- loss histograms
@@ -78,7 +65,7 @@ def loss_histograms(stages: dict[str, tuple[np.ndarray, dict]], labels: np.ndarr
             draw_class_losses(axes[i, j], losses, labels, gmm, c, classes[c], wrong, title)
     fig.tight_layout()
     _legend_below(fig, axes)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def class_grid(losses: np.ndarray, gmm: dict, labels: np.ndarray, classes: Sequence[str], cls: Sequence[int],
@@ -94,7 +81,7 @@ def class_grid(losses: np.ndarray, gmm: dict, labels: np.ndarray, classes: Seque
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     _legend_below(fig, axes)
-    return _save(fig, path, dpi=72)
+    return save_png(fig, path, dpi=72)
 
 
 def _legend_below(fig, axes) -> None:
@@ -137,7 +124,7 @@ def selection_curves(records: list[dict], path: Path) -> Path:
     for a in axes.flat:
         a.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def accuracy_curves(records: list[dict], path: Path) -> Path:
@@ -161,7 +148,7 @@ def accuracy_curves(records: list[dict], path: Path) -> Path:
                 ax.axvline(steps[i] - 0.5, color="0.5", ls=":", lw=1)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # ---------------------------------------------------------------- images
@@ -177,7 +164,7 @@ def suspect_grid(images: list, captions: list[str], colours: list[str], path: Pa
         ax.imshow(img)
         ax.set_title(cap, fontsize=7.5, color=colour)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def tsne_pair(before: np.ndarray, after: np.ndarray, colour_labels: np.ndarray, classes: Sequence[str],
@@ -205,4 +192,4 @@ def tsne_pair(before: np.ndarray, after: np.ndarray, colour_labels: np.ndarray, 
     if handles:
         fig.legend(handles=handles, loc="upper center", ncol=min(10, len(handles)), fontsize=8, frameon=False,
                    bbox_to_anchor=(0.5, 0.0))
-    return _save(fig, path)
+    return save_png(fig, path)

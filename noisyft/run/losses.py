@@ -20,9 +20,8 @@ from typing import Optional
 import numpy as np
 
 from noisyft.atomic import write_text
+from noisyft.run.files import LOSSES_DIR
 from noisyft.selection import GMMFit
-
-LOSSES_DIR = "losses"
 
 
 def _pairs(a: np.ndarray) -> list:

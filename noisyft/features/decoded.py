@@ -14,10 +14,9 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from noisyft.backbones.base import Preprocess
 from noisyft.data.base import LabeledSet, TorchImageDataset
-from noisyft.data.transforms import eval_resize
-from noisyft.features import make_loader
+from noisyft.data.transforms import Preprocess, eval_resize
+from noisyft.features.loader import make_loader
 
 
 def decoded_bytes(n_images: int, pre: Preprocess) -> int:

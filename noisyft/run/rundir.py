@@ -1,30 +1,6 @@
-"""The run directory: every output of a run, written atomically, with what finished.
+"""The run directory while a run uses it: lock, config check, logs (JSONL, CSV, TensorBoard), checkpoints, timings.
 
-Layout::
-
-    .noisyft-run         marker written first: only a folder holding it (or a pre-marker run's config.json)
-                         is treated as a run; any other non-empty folder is refused as --out
-    .lock                flock held by the process using the run (pid, host, start time inside)
-    config.json          resolved configuration (refuses to mix with another config, unless the run never
-                         did any work: then it restarts with the new one)
-    labels.csv           the given labels used (after noise injection) and true labels if known
-    noise.json           noise kind, requested/realised rate, seed, transition counts
-    metrics.jsonl/.csv   one record per epoch and phase (JSONL is the source of truth; the CSV is
-                         the same records flattened, rewritten after every record)
-    selection.jsonl/.csv one record per selection step
-    tensorboard/         TensorBoard event files: scalar ``<stream>/<key>`` for every numeric
-                         field (nested dicts as ``<stream>/<key>/<sub>``) at step = the record's
-                         1-based position in its stream, so metrics count LP epochs first and
-                         FFT epochs continue (E_LP + e); selection steps are the FFT epochs.
-                         Rewritten from the checkpoint's records on resume (no duplicate steps).
-    losses/              per-sample CE losses (float32 .npy, training-set order) and the fitted
-                         per-class GMM (.json) of every selection epoch and the final model
-    timings.json         wall seconds per phase
-    model.safetensors    final weights;  summary.json  headline numbers
-    label_issues.csv     one row per training sample, most suspect first
-    checkpoint.pt        latest epoch's training state + logs (resume: LP epochs too, tag ``lp``); progress.json
-                         says which
-    state.json           which phases finished
+Which files a run writes, and what each holds, is listed in :mod:`noisyft.run.files`.
 """
 from __future__ import annotations
 
@@ -39,21 +15,15 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from noisyft.atomic import atomic_path, write_json
 from noisyft.errors import UserError
+from noisyft.run.files import (CHECKPOINT, CONFIG, FORMAT, LOG_STREAMS, LOSSES_DIR, MARKER, MODEL, PROGRESS,
+                                STATE, TENSORBOARD_DIR, TIMINGS, WORK_FILES)
 from noisyft.runlock import RunLock
 
 log = logging.getLogger("noisyft")
-LOG_STREAMS = ("metrics", "selection")
-TENSORBOARD_DIR = "tensorboard"
-
-
-MARKER = ".noisyft-run"  # written first into every run directory: what makes a folder "a noisyft run"
-FORMAT = "noisyft-run/1"  # config.json's "format" field
-# Files whose presence means a run did real work (a checkpoint, a finished phase, logged epochs, outputs).
-WORK_FILES = ("checkpoint.pt", "model.safetensors", "label_issues.csv", "summary.json")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -62,7 +32,7 @@ def is_run_dir(path: Path) -> bool:
     if (path / MARKER).is_file():
         return True
     try:
-        cfg = json.loads((path / "config.json").read_text())
+        cfg = json.loads((path / CONFIG).read_text())
     except (OSError, ValueError):
         return False
     return isinstance(cfg, dict) and isinstance(cfg.get("identity"), dict) and isinstance(cfg.get("config"), dict)
@@ -83,6 +53,11 @@ def check_out_dir(path: Path) -> None:
         shown = ", ".join(entries[:5]) + (f", … ({len(entries)} entries)" if len(entries) > 5 else "")
         raise UserError(f"--out {path} is a folder that is not a noisyft run and is not empty (holds {shown}); "
                         f"noisyft would overwrite files there: give a new or empty folder")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSONL log (one JSON object a line; blank lines skipped); [] when the file is missing."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def read_run_json(path: Path, default=None):
@@ -120,7 +95,7 @@ class RunDir:
         self._lock.acquire()
         try:
             self.restarted = self._check_config(identity)
-            write_json(self.path / "config.json", {"format": FORMAT, "identity": identity, "config": full_config})
+            write_json(self.path / CONFIG, {"format": FORMAT, "identity": identity, "config": full_config})
             self.state: dict = self._read_state()
         except BaseException:
             self.release()
@@ -128,7 +103,7 @@ class RunDir:
 
     def _check_config(self, identity: dict) -> bool:
         """Refuse another config over a run that did work; True if a never-started run is restarted."""
-        cfg_file = self.path / "config.json"
+        cfg_file = self.path / CONFIG
         saved = read_run_json(cfg_file)
         if saved is None:
             return False
@@ -144,7 +119,7 @@ class RunDir:
                             f"use another --out or delete it")
         log.warning("run directory %s holds a run that never started training; restarting it with the new config "
                     "(differs in: %s)", self.path, ", ".join(diff))
-        for name in ("timings.json", "progress.json", "state.json"):  # the failed attempt's leftovers
+        for name in (TIMINGS, PROGRESS, STATE):  # the failed attempt's leftovers
             self.file(name).unlink(missing_ok=True)
         return True
 
@@ -154,16 +129,16 @@ class RunDir:
             return True
         if any(self.file(f"{s}.jsonl").is_file() and self.file(f"{s}.jsonl").stat().st_size for s in LOG_STREAMS):
             return True
-        losses = self.file("losses")
+        losses = self.file(LOSSES_DIR)
         if losses.is_dir() and any(losses.iterdir()):
             return True
-        state = read_run_json(self.file("state.json"), {})
+        state = read_run_json(self.file(STATE), {})
         return bool(isinstance(state, dict) and state.get("finished"))
 
     def _read_state(self) -> dict:
-        state = read_run_json(self.file("state.json"), {"finished": []})
+        state = read_run_json(self.file(STATE), {"finished": []})
         if not isinstance(state, dict) or not isinstance(state.get("finished"), list):
-            raise UserError(f"{self.file('state.json')} is not a noisyft run state; delete it to let the run "
+            raise UserError(f"{self.file(STATE)} is not a noisyft run state; delete it to let the run "
                             f"continue from its checkpoint")
         return state
 
@@ -203,7 +178,7 @@ class RunDir:
         """
         self._records = {k: list(v) for k, v in (checkpoint or {}).get("records", {}).items()}
         self.timings = dict((checkpoint or {}).get("timings", {}))
-        spent = self.read_json("timings.json", {})
+        spent = self.read_json(TIMINGS, {})
         for name, seconds in (spent.items() if isinstance(spent, dict) else ()):
             if isinstance(seconds, (int, float)) and seconds > self.timings.get(name, 0.0):
                 self.timings[name] = float(seconds)
@@ -220,7 +195,7 @@ class RunDir:
             for step, rec in enumerate(recs, 1):
                 self._tb_scalars(stream, rec, step)
         self._tb_flush()
-        self.write_json("timings.json", self.timings)
+        self.write_json(TIMINGS, self.timings)
 
     def log(self, stream: str, record: dict) -> None:
         """Append one JSON record to ``<stream>.jsonl`` (one line, flushed); mirror it to CSV and TensorBoard."""
@@ -266,8 +241,7 @@ class RunDir:
             self._tb = None
 
     def records(self, stream: str) -> list[dict]:
-        f = self.file(f"{stream}.jsonl")
-        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
+        return read_jsonl(self.file(f"{stream}.jsonl"))
 
     def save_checkpoint(self, tag: str, epoch: int, states: dict) -> None:
         """One atomic file with the training state *and* the logs/timings up to this epoch.
@@ -276,14 +250,14 @@ class RunDir:
         uninterrupted run's, whatever moment the kill came.
         """
         blob = {"tag": tag, "epoch": epoch, "states": states, "records": self._records, "timings": self.timings}
-        with atomic_path(self.file("checkpoint.pt")) as tmp:
+        with atomic_path(self.file(CHECKPOINT)) as tmp:
             torch.save(blob, tmp)
-        self.write_json("progress.json", {"tag": tag, "epoch": epoch})
+        self.write_json(PROGRESS, {"tag": tag, "epoch": epoch})
 
     def load_checkpoint(self) -> dict | None:
         """The saved training state, or None. A damaged file is a one-line UserError, not a silent restart:
         it is the only record of the work done (writes are atomic, so a kill never truncates it)."""
-        f = self.file("checkpoint.pt")
+        f = self.file(CHECKPOINT)
         if not f.exists():
             return None
         try:
@@ -297,7 +271,7 @@ class RunDir:
         return ck
 
     def drop_checkpoint(self) -> None:
-        self.file("checkpoint.pt").unlink(missing_ok=True)
+        self.file(CHECKPOINT).unlink(missing_ok=True)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -307,14 +281,14 @@ class RunDir:
             yield
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
-            self.write_json("timings.json", self.timings)
+            self.write_json(TIMINGS, self.timings)
 
     def finish(self, step: str) -> None:
         if step not in self.state["finished"]:
             self.state["finished"].append(step)
-        self.write_json("state.json", self.state)
+        self.write_json(STATE, self.state)
 
-    def save_model(self, model: torch.nn.Module, meta: dict, name: str = "model.safetensors") -> None:
+    def save_model(self, model: torch.nn.Module, meta: dict, name: str = MODEL) -> None:
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         with atomic_path(self.file(name)) as tmp:
             save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
@@ -332,8 +306,3 @@ def flatten_record(record: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
-
-
-def load_weights(path: str | Path) -> dict:
-    """Weights saved by a run (safetensors only: no pickle is ever loaded)."""
-    return load_file(str(path))

@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
-from noisyft.backbones.base import Preprocess
+from noisyft.data.transforms import Preprocess
 from noisyft.backbones.hf import dir_digest, hub_reachable
 from noisyft.errors import UserError
 

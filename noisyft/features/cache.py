@@ -35,14 +35,13 @@ from typing import Iterator, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from noisyft.atomic import atomic_path, write_json
 from noisyft.backbones.base import Backbone
 from noisyft.data.base import ImageSource
-from noisyft.data.transforms import eval_transform
 from noisyft.faults import maybe_die
+from noisyft.features.loader import source_features
 
 try:
     import fcntl
@@ -69,50 +68,8 @@ def feature_key(backbone: Backbone, source: ImageSource) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
-class _Images(Dataset):
-    """Eval-preprocessed images of ``source`` at ``indices`` (for the extraction loader)."""
-
-    def __init__(self, source: ImageSource, transform, indices: np.ndarray):
-        self.source, self.transform, self.indices = source, transform, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k: int) -> torch.Tensor:
-        return self.transform(self.source.load(int(self.indices[k])))
-
-
-def default_workers() -> int:
-    """Decoding workers: all cores but one for the forward pass, at least one."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int | None, **kw) -> DataLoader:
-    """A DataLoader that overlaps decoding (worker processes) with compute."""
-    workers = default_workers() if num_workers is None else num_workers
-    extra = {"persistent_workers": False, "prefetch_factor": 4} if workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(), **extra, **kw)
-
-
-@torch.inference_mode()
-def forward_features(backbone: Backbone, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """One eval-mode forward, channels-last (faster on CPU and GPU), bf16 autocast on CUDA."""
-    x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        return backbone(x).float()
-
-
 def _shard_path(entry: Path, k: int) -> Path:
     return entry / "partial" / f"part-{k:05d}.npy"
-
-
-def _extract_shard(backbone, source, rows: np.ndarray, *, batch_size, num_workers, device, bar) -> np.ndarray:
-    loader = make_loader(_Images(source, eval_transform(backbone.preprocess), rows), batch_size, num_workers)
-    out = []
-    for x in loader:
-        out.append(forward_features(backbone, x, device).cpu().numpy())
-        bar.update(len(x))
-    return np.concatenate(out).astype(np.float32)
 
 
 def file_crc32(path: Path, chunk: int = 16 << 20) -> str:
@@ -226,6 +183,22 @@ def _assemble(entry: Path, n_shards: int, n: int, dim: int, meta: dict) -> None:
     shutil.rmtree(entry / "partial", ignore_errors=True)
 
 
+def entry_dir(backbone: Backbone, source: ImageSource, cache_dir: str | Path | None = None) -> Path:
+    """The cache entry folder of ``backbone``'s features of ``source`` (``$NOISYFT_CACHE`` when ``cache_dir`` is None)."""
+    return Path(cache_dir or default_cache_dir()) / "features" / feature_key(backbone, source)
+
+
+def cached_features(backbone: Backbone, source: ImageSource, cache_dir: str | Path | None = None) -> Optional[np.ndarray]:
+    """The one cache lookup: the finished, verified entry's features, or None (missing, unfinished or damaged).
+
+    Never computes anything; :func:`extract_features` is the caller that fills a miss.
+    """
+    try:  # verified like any hit (size and checksum)
+        return open_entry(entry_dir(backbone, source, cache_dir), len(source), backbone.num_features)
+    except BadEntry:
+        return None
+
+
 def extract_features(backbone: Backbone, source: ImageSource, *, cache_dir: str | Path | None = None,
                      batch_size: int = 128, num_workers: int | None = None, device: str | torch.device = "cpu",
                      shard_rows: int | None = None, progress: bool = True, desc: str = "features") -> np.ndarray:
@@ -237,15 +210,12 @@ def extract_features(backbone: Backbone, source: ImageSource, *, cache_dir: str 
     wait for each other instead of writing the same entry twice.
     """
     shard_rows = shard_rows or int(os.environ.get("NOISYFT_SHARD_ROWS", 8192))
-    entry = Path(cache_dir or default_cache_dir()) / "features" / feature_key(backbone, source)
+    entry = entry_dir(backbone, source, cache_dir)
     n, dim = len(source), backbone.num_features
-    try:
-        arr = open_entry(entry, n, dim)
-        if arr is not None:
-            return arr
-    except BadEntry:
-        pass  # decided under the lock: another process may be rebuilding it right now
-    with entry_lock(entry):
+    arr = cached_features(backbone, source, cache_dir)
+    if arr is not None:
+        return arr
+    with entry_lock(entry):  # a damaged entry is decided under the lock: another process may be rebuilding it
         try:
             arr = open_entry(entry, n, dim)
             if arr is not None:
@@ -278,7 +248,7 @@ def _extract(backbone: Backbone, source: ImageSource, entry: Path, shard_rows: i
               leave=False) as bar:
         for k in todo:
             rows = np.arange(k * shard_rows, min(n, (k + 1) * shard_rows))
-            part = _extract_shard(backbone, source, rows, batch_size=batch_size, num_workers=num_workers, device=device, bar=bar)
+            part = source_features(backbone, source, rows, batch_size=batch_size, num_workers=num_workers, device=device, bar=bar)
             with atomic_path(_shard_path(entry, k)) as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, part)

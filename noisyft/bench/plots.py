@@ -2,7 +2,7 @@
 
 * ``accuracy_vs_time.png``: the headline test accuracy (validation-selected
   when the grid has a validation split, else last epoch, of the model the
-  method delivers: see :func:`noisyft.bench.headline_rule`) against the
+  method delivers: see :func:`noisyft.bench.results.headline_rule`) against the
   method's wall time, one point per method (mean over seeds) and one panel per
   data · backbone · noise setting — the TURN paper's Fig. 3a, which argues that
   TURN buys its accuracy at a fraction of UNICON's cost.
@@ -16,16 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from noisyft.atomic import atomic_path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from noisyft.bench.results import headline_rule
+from noisyft.figures import plt, save_png
 
 
 def _settings(results: dict) -> list[tuple]:
@@ -39,17 +31,8 @@ def _title(setting: tuple) -> str:
     return f"{data} · {backbone} · {noise or 'given labels'}"
 
 
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    return path
-
-
 def plot_accuracy_vs_time(results: dict, path: str | Path) -> Path:
     """Headline test accuracy (%) against training wall time (s, log scale), one labelled point per method."""
-    from noisyft.bench import headline_rule
-
-    plt = _pyplot()
     rule = headline_rule(results["spec"])
     settings = _settings(results)
     fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4.2), squeeze=False)
@@ -70,10 +53,7 @@ def plot_accuracy_vs_time(results: dict, path: str | Path) -> Path:
         ax.set_title(_title(setting), fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        return _save(fig, Path(path))
-    finally:
-        plt.close(fig)
+    return save_png(fig, Path(path), dpi=120)
 
 
 def _curves(results: dict, setting: tuple) -> dict[str, list[dict]]:
@@ -91,7 +71,6 @@ def _curves(results: dict, setting: tuple) -> dict[str, list[dict]]:
 
 def plot_selection(results: dict, path: str | Path) -> Path:
     """Selection precision and recall per epoch, one line per selecting method; one row of panels per setting."""
-    plt = _pyplot()
     settings = _settings(results)
     fig, axes = plt.subplots(len(settings), 2, figsize=(11, 3.8 * len(settings)), squeeze=False)
     for row, setting in zip(axes, settings):
@@ -109,10 +88,7 @@ def plot_selection(results: dict, path: str | Path) -> Path:
             else:
                 ax.text(0.5, 0.5, "no selecting method finished", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    try:
-        return _save(fig, Path(path))
-    finally:
-        plt.close(fig)
+    return save_png(fig, Path(path), dpi=120)
 
 
 def write_plots(bench_dir: str | Path, results: dict) -> list[Path]:

@@ -1,4 +1,4 @@
-"""A run's accuracies, phase by phase, from its ``metrics.jsonl`` records.
+"""A run's ``summary.json``, and its accuracies phase by phase from its ``metrics.jsonl`` records.
 
 Why a module of its own: the best test accuracy over *every* logged epoch mixes
 models a method does not deliver (TURN's best epoch is often a linear-probe
@@ -10,13 +10,20 @@ the method delivers: the phase of the last record with a test accuracy, at the
 epoch the noisy validation split selects when there is one (``--val-fraction``),
 else at its last epoch (the saved model is the last one).
 
-``api`` writes these into ``summary.json``; ``bench`` and the HTML report
+:func:`run_summary` writes these into ``summary.json``; ``bench`` and the HTML report
 recompute them from ``metrics.jsonl``, so runs finished before these keys
 existed tabulate the same way.
 """
 from __future__ import annotations
 
 from typing import Optional
+
+import pandas as pd
+
+from noisyft.config import FitConfig
+from noisyft.data.base import DataSplits
+from noisyft.run.label_issues import detection_metrics
+from noisyft.run.rundir import RunDir
 
 # phase name in metrics.jsonl → summary block; phases not named here go under "other_phases"
 PHASE_BLOCKS = {"lp": "probe", "fft": "fine_tuned"}
@@ -121,3 +128,22 @@ def headline_text(acc: dict) -> Optional[str]:
     if acc.get("detector") is not None:
         parts.append(f"detector best/last {pct(acc['detector']['best_test_acc'])}/{pct(acc['detector']['last_test_acc'])}")
     return " | ".join(parts)
+
+
+def run_summary(cfg: FitConfig, run: RunDir, issues: pd.DataFrame, splits: DataSplits, noise_info: dict) -> dict:
+    """``summary.json``: the run, its accuracies phase by phase (:func:`accuracy_summary`), selection, detection.
+
+    ``test_acc`` is the accuracy of what the method delivers (validation-selected epoch of the delivered
+    phase with ``--val-fraction``, else its last epoch); the linear probe's numbers are in ``probe`` and
+    never stand for a fine-tuning method's accuracy.
+    """
+    summary = {"method": cfg.method, "backbone": cfg.backbone, "data": cfg.data, "noise": cfg.noise,
+               "realised_noise": noise_info.get("realised_rate"), "n_train": len(splits.train),
+               "n_test": 0 if splits.test is None else len(splits.test), "seed": cfg.seed,
+               "timings": {**run.timings, "total": sum(run.timings.values())}}
+    summary.update(accuracy_summary(run.records("metrics")))
+    selection = run.records("selection")
+    if selection:
+        summary["selection"] = selection
+    summary["detection"] = detection_metrics(issues)
+    return summary
