@@ -49,7 +49,7 @@ def make_ctx(**kw):
     from noisyft.config import FitConfig, parse_optim
     from noisyft.engine import resolve_device
     from noisyft.methods import Context
-    from noisyft.run import RunDir
+    from noisyft.run.rundir import RunDir
 
     cfg = dataclasses.replace(FitConfig(), progress=False, **kw)
     splits, val, _ = api.prepare_data(cfg)

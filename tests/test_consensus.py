@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from noisyft import api
-from noisyft.backbones.base import OptimConfig
+from noisyft.config import OptimConfig
 from noisyft.errors import UserError
 from noisyft.methods import consensus_detect as cd
 from noisyft.methods.consensus import ConsensusSettings, RefurbishedTargets, refurbished_targets

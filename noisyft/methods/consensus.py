@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisyft.backbones.base import OptimConfig
+from noisyft.config import OptimConfig
 from noisyft.engine import generator, head_logits, train_head_epoch, train_image_epoch
 from noisyft.errors import UserError
 from noisyft.methods import consensus_detect as cd

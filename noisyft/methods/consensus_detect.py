@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisyft.backbones.base import OptimConfig
+from noisyft.config import OptimConfig
 from noisyft.engine import generator, train_head_epoch
 from noisyft.losses import create_loss
 from noisyft.selection import fit_per_class_gmm
