@@ -161,7 +161,7 @@ def test_open_clip_local_dir_encodes_like_open_clip(tmp_path):
     assert det(px).shape == (2, 3)
     with pytest.raises(UserError, match="LoRA on q/v needs a Hugging Face CLIP"):
         DualPromptDetector(oc, NAMES, n_ctx=4, peft="lora")
-    assert isinstance(open_clip.get_tokenizer, object)
+    assert torch.equal(oc.tokenizer(texts), open_clip.tokenize(texts))  # open_clip's own BPE tokenizer, 77 tokens
 
 
 # --- the adapters -----------------------------------------------------------------
@@ -310,7 +310,10 @@ def test_cli_fit_deft_writes_every_output(images, clip_dir, tmp_path):
             "--num-workers", "0", "--no-progress", "--extra", f"clip={clip_dir}", "--extra", "detect_epochs=2",
             "--epochs-fft", "2", "--extra", "detect_batch_size=4", "--extra", "lr=0.3",
             "--extra", "n_ctx=4", "--extra", "vpt_tokens=4"]  # small batches, high lr: enough steps for a random CLIP
+    clip_files = _digests(clip_dir)
     assert main(argv) == 0
+    assert _digests(clip_dir) == clip_files  # the detector's CLIP is read, never written
+    _assert_fine_tuned(out, _initial_backbone("test_efficientnet", pretrained=False, image_size=32))
     for name in ("config.json", "labels.csv", "noise.json", "metrics.jsonl", "selection.jsonl", "timings.json",
                  "model.safetensors", "summary.json", "label_issues.csv", "deft.json"):
         assert (out / name).exists(), name
@@ -332,18 +335,51 @@ def test_cli_fit_deft_writes_every_output(images, clip_dir, tmp_path):
     assert json.loads((out / "deft.json").read_text())["clip"] == clip_dir
 
 
-def test_clip_label_match_fine_tunes_the_clip_vision_tower(images, clip_dir, tmp_path):
+def _digests(folder) -> dict:
+    """sha256 of every file under ``folder`` (a model directory)."""
+    import hashlib
+    from pathlib import Path
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def _initial_backbone(name: str, **kw) -> dict:
+    """The backbone's weights as a run with seed 0 starts from them (fit seeds torch before building it)."""
+    from noisyft.backbones import create_backbone
+
+    torch.manual_seed(0)
+    return snapshot(create_backbone(name, **kw))
+
+
+def _assert_fine_tuned(run_dir, initial: dict) -> None:
+    """Phase 2 moved every trained backbone weight of the saved model; BatchNorm statistics stayed (frozen)."""
     from safetensors.torch import load_file
 
+    saved = {k.removeprefix("backbone."): v for k, v in load_file(str(run_dir / "model.safetensors")).items()
+             if k.startswith("backbone.")}
+    assert set(saved) == set(initial)
+    stats = {k for k in initial if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    moved = {k for k in initial if not torch.equal(saved[k], initial[k])}
+    weights = {k for k in initial if k not in stats and initial[k].is_floating_point()}
+    assert moved & weights and len(moved & weights) >= 0.9 * len(weights)  # not just a head or one layer
+    assert not moved & stats  # --freeze-bn-stats is the default
+    change = sum((saved[k] - initial[k]).norm() ** 2 for k in weights) ** 0.5 / sum(initial[k].norm() ** 2 for k in weights) ** 0.5
+    assert change < 0.1  # a small step from these very weights (another start would be ~100% away)
+
+
+def test_clip_label_match_fine_tunes_the_clip_vision_tower(images, clip_dir, tmp_path):
     from noisyft import api
 
+    clip_files = _digests(clip_dir)
     res = api.fit(data=str(images), method="clip-label-match", noise="symflip:0.3", backbone=clip_dir,
                   out=str(tmp_path / "run"), batch_size=16, num_workers=0, progress=False,
                   epochs_fft=1)
     sel = _records(res.run_dir / "selection.jsonl")
     assert [(r["stage"], r["epoch"]) for r in sel] == [("zero-shot", 1)]
-    weights = load_file(str(res.run_dir / "model.safetensors"))
-    assert any("encoder.layers.0.self_attn.q_proj.weight" in k for k in weights)  # phase 2 trained CLIP's vision tower
+    # phase 2 trained the CLIP's vision tower (a copy): the saved tower differs from the CLIP's, whose files are untouched
+    _assert_fine_tuned(res.run_dir, _initial_backbone(clip_dir, pretrained=True))
+    assert _digests(clip_dir) == clip_files
     assert json.loads((res.run_dir / "deft.json").read_text())["adapt_optim"] == {"name": "sgd", "lr": 5e-4,
                                                                                  "weight_decay": 5e-4, "momentum": 0.9}
     assert res.label_issues["label_quality"].between(0, 1).all()

@@ -64,8 +64,10 @@ def _load(id_or_path: str, pretrained: bool, allow_remote_code: bool):
         cls = AutoModel
     for k, v in extra.items():
         setattr(config, k, v)
-    if not pretrained:
-        return (cls._from_config(config) if cls is not AutoModel else AutoModel.from_config(config, **kw)), mtype
+    if not pretrained:  # from_config builds the model and takes no file options (local_files_only would reach __init__)
+        model = (cls._from_config(config) if cls is not AutoModel
+                 else AutoModel.from_config(config, trust_remote_code=allow_remote_code))
+        return model, mtype
     try:
         return cls.from_pretrained(id_or_path, config=config, **kw), mtype
     except OSError as e:
