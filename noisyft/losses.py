@@ -67,12 +67,16 @@ class ELR(nn.Module):
         self.beta, self.lam = beta, lam
         self.register_buffer("target", torch.zeros(num_examples, num_classes))
 
-    def forward(self, logits, targets, index):
+    def regulariser(self, logits, index):
+        """mean(log(1 − ⟨t_i, p_i⟩)) after folding this batch's predictions into the running targets."""
         p = F.softmax(logits, dim=1).clamp(1e-4, 1 - 1e-4)
         with torch.no_grad():
             p_hat = p / p.sum(1, keepdim=True)
             self.target[index] = self.beta * self.target[index] + (1 - self.beta) * p_hat
-        reg = (1 - (self.target[index] * p).sum(1)).log().mean()
+        return (1 - (self.target[index] * p).sum(1)).log().mean()
+
+    def forward(self, logits, targets, index):
+        reg = self.regulariser(logits, index)
         return F.cross_entropy(logits, targets) + self.lam * reg
 
 

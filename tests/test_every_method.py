@@ -46,6 +46,9 @@ SETTINGS: dict[str, dict] = {
     "unicon-lp-img": {"epochs_lp": 2, "extra": {"warmup": 1}},
     "cleanlab": {"extra": {"folds": 2}},
     "cleanlab-fft": {"extra": {"folds": 2}},
+    # the detector runs UNICON-LP with its own settings (5 warm-up epochs): one MixMatch epoch after them
+    "consensus": {"epochs_lp": 6, "extra": {"folds": 2}},
+    "consensus-detect": {"epochs_lp": 6, "extra": {"folds": 2}},
     "deft": {"extra": DETECTOR},  # detector: a tiny CLIP; phase 2 fine-tunes the tiny efficientnet
     "clip-label-match": {"backbone": CLIP},  # zero-shot CLIP detector, then fine-tuning of that CLIP's vision tower
 }
