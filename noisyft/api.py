@@ -147,7 +147,10 @@ def resume(run_dir: str | Path, *, allow_remote_code: bool = False, **settings) 
 
 
 def detect(config: Optional[FitConfig] = None, **overrides) -> pd.DataFrame:
-    """The label-issue table only: TURN's linear-probing detector (no fine-tuning unless epochs_fft is given)."""
+    """The label-issue table only: by default ``consensus-detect`` on cached features (no fine-tuning), the
+    best-ranking detector of the committed benchmarks; any method may be named instead."""
+    if config is None:
+        overrides.setdefault("method", "consensus-detect")
     overrides.setdefault("epochs_fft", 0)
     overrides.setdefault("test_fraction", 0.0)
     return fit(config, **overrides).label_issues
@@ -200,7 +203,7 @@ def report(run_dir: str | Path, *, classes_shown: int = 4, max_points: int = 200
                         num_workers=num_workers, device=device, allow_remote_code=allow_remote_code)
 
 
-DEMO = dict(data="demo", noise="sym:0.6", image_size=96, epochs_lp=20, epochs_fft=4, seed=0)
+DEMO = dict(method="turn", data="demo", noise="sym:0.6", image_size=96, epochs_lp=20, epochs_fft=4, seed=0)
 
 
 def demo(**overrides) -> FitResult:

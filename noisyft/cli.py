@@ -136,10 +136,13 @@ def cmd_fit(ns) -> None:
     _print_result(api.fit(config_from_args(ns)))
 
 
+DETECT_DEFAULTS = {"method": "consensus-detect", "epochs_fft": 0, "test_fraction": 0.0}
+
+
 def cmd_detect(ns) -> None:
     from noisyft import api
 
-    cfg = config_from_args(ns, {"epochs_fft": 0, "test_fraction": 0.0})
+    cfg = config_from_args(ns, DETECT_DEFAULTS)
     _print_result(api.fit(cfg))
 
 
@@ -217,9 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config "
                      "(running the same command again does the same)")
     fit.set_defaults(func=cmd_fit)
-    det = sub.add_parser("detect", help="write the label-issue report only (linear-probing detector, no fine-tuning)",
-                         description="Rank the training labels by how likely they are wrong (TURN's LP detector by default).")
-    add_config_options(det, {"epochs_fft": 0, "test_fraction": 0.0})
+    det = sub.add_parser("detect", help="write the label-issue report only (cached-feature detector, no fine-tuning)",
+                         description="Rank the training labels by how likely they are wrong (consensus-detect by default: "
+                                     "UNICON-LP's co-trained heads and out-of-fold probes on cached features).")
+    add_config_options(det, DETECT_DEFAULTS)
     det.set_defaults(func=cmd_detect)
     demo = sub.add_parser("demo", help="TURN on the packaged CIFAR-10 sample with injected noise (offline, CPU)",
                           description="Run TURN on a packaged 2,500-image CIFAR-10 sample with 60%% symmetric noise.")

@@ -63,7 +63,8 @@ class FitConfig:
     noise: Optional[str] = option(None, "inject label noise into the training labels: sym:R (uniform, may redraw the true "
                                   "class), symflip:R (never the true class), asym:R (CIFAR-10/100 maps), asym-block:R, "
                                   "inst:R (CORES), inst-ptd:R")
-    method: str = option("turn", "method name (see `noisyft methods -v` for each method's settings)")
+    method: str = option("consensus", "method name (see `noisyft methods -v` for each method's settings); the default is the "
+                         "best across the committed benchmark settings (README: Defaults)")
     backbone: str = option("efficientnet_lite0", "efficientnet_lite0 (offline default), any timm name, or hf:<hub id or local dir>")
     allow_remote_code: bool = option(False, "allow Hugging Face models that ship their own Python code (trust_remote_code); "
                                      "off by default")

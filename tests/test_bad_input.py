@@ -7,7 +7,7 @@ import sys
 
 from noisyft.cli import main
 
-TINY = ["--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--epochs-lp", "3",
+TINY = ["--method", "turn", "--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--epochs-lp", "3",
         "--epochs-fft", "2", "--batch-size", "16", "--num-workers", "0", "--no-progress"]
 
 

@@ -168,3 +168,14 @@ def test_killed_consensus_run_resumes_bit_identical(tmp_path):
         assert (tmp_path / "run" / name).read_text() == (tmp_path / "ref" / name).read_text(), name
     a, b = load_file(str(tmp_path / "run" / "model.safetensors")), load_file(str(tmp_path / "ref" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_defaults_are_the_benchmarks_best_method_and_detector():
+    """fit's default method and detect's default detector are the committed benchmarks' choices (README: Defaults)."""
+    from noisyft.cli import DETECT_DEFAULTS, build_parser, config_from_args
+    from noisyft.config import FitConfig
+
+    assert FitConfig().method == "consensus"
+    assert config_from_args(build_parser().parse_args(["detect"]), DETECT_DEFAULTS).method == "consensus-detect"
+    assert config_from_args(build_parser().parse_args(["detect", "--method", "turn"]), DETECT_DEFAULTS).method == "turn"
+    assert api.DEMO["method"] == "turn"  # the demo shows TURN, timed in the README

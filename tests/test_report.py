@@ -16,7 +16,7 @@ from noisyft import api
 from noisyft.cli import main
 from noisyft.run.rundir import RunDir, flatten_record
 
-TINY = dict(backbone="test_efficientnet", pretrained=False, image_size=32, batch_size=32, num_workers=0,
+TINY = dict(method="turn", backbone="test_efficientnet", pretrained=False, image_size=32, batch_size=32, num_workers=0,
             progress=False, lp_optim="adamw:1e-2:1e-5")
 FIGURES = {"loss_histograms.png", "selection.png", "accuracy.png", "suspects.png", "tsne.png"}
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-ARGS = ["--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--epochs-lp", "5",
+ARGS = ["--method", "turn", "--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "32", "--epochs-lp", "5",
         "--epochs-fft", "2", "--batch-size", "16", "--num-workers", "0", "--no-progress", "--noise", "sym:0.4",
         "--seed", "7"]
 

@@ -64,7 +64,7 @@ BAD = [  # (extra argv, fragment of the one-line error)
     (["--method", "ce-fft", "--extra", "baseline_fft_epochs=2"], "--extra baseline_fft_epochs: not a method setting any more; "
                                                                  "the fine-tuning budget is --epochs-fft"),
     (["--method", "deft", "--extra", "adapt_epochs=2"], "DEFT's phase-2 fine-tuning epochs are --epochs-fft"),
-    (["--extra", "warmup=1"], "--extra warmup: method turn has no settings of its own"),
+    (["--method", "turn", "--extra", "warmup=1"], "--extra warmup: method turn has no settings of its own"),
     (["--extra", "warmup"], "--extra 'warmup': expected KEY=VALUE"),
 ]
 

@@ -11,7 +11,7 @@ from noisyft import api
 from noisyft.backbones import create_backbone
 from noisyft.cli import main
 
-TINY = dict(backbone="test_efficientnet", pretrained=False, image_size=32, epochs_lp=15, epochs_fft=2,
+TINY = dict(method="turn", backbone="test_efficientnet", pretrained=False, image_size=32, epochs_lp=15, epochs_fft=2,
             batch_size=32, num_workers=0, progress=False, lp_optim="adamw:1e-2:1e-5")
 
 
