@@ -42,3 +42,14 @@ def write_splits(root, train_per_class: int, test_per_class: int):
 def image_tree(tmp_path):
     """root/train/<class>/*.png (40 per class) and root/test/<class>/*.png (10 per class)."""
     return write_splits(tmp_path / "imgs", 40, 10)
+
+
+def cli_error(argv, capsys) -> str:
+    """Run the CLI expecting a user error: exit 2 and exactly one ``error:`` line, no traceback; return it."""
+    from noisyft.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err

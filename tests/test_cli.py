@@ -2,6 +2,7 @@
 import pytest
 
 from noisyft.cli import build_parser, main
+from tests.conftest import cli_error as _err
 
 VERBS = ["fit", "detect", "demo", "predict", "methods"]
 
@@ -24,12 +25,6 @@ def test_top_level_help_lists_the_verbs(capsys):
     assert all(v in out for v in VERBS)
 
 
-def _err(argv, capsys) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
 
 
 def test_unknown_method_suggests(image_tree, capsys):

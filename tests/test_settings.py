@@ -14,16 +14,11 @@ from noisyft.data.cifar100 import FINE_CLASSES
 from noisyft.errors import UserError
 from noisyft.methods import METHODS, resolve_settings, validate_config
 from noisyft.methods.settings import settings_class
+from tests.conftest import cli_error as _err
 
 NO_CUDA = not torch.cuda.is_available()
 
 
-def _err(argv, capsys) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
-    return err
 
 
 # --- every option value, checked before any work ---------------------------------------------------------
