@@ -31,6 +31,7 @@ from noisyft.run.files import CONFIG, DATA, LABEL_ISSUES, LABELS, NOISE, OPTIM, 
 from noisyft.run.label_issues import label_issues_frame
 from noisyft.run.losses import save_losses
 from noisyft.run.model import load_model, model_meta
+from noisyft.run.noise_rate import FINAL_MODEL, noise_rate_block
 from noisyft.run.rundir import RunDir, is_run_dir, read_run_json
 from noisyft.run.summary import run_summary
 from noisyft.selection import fit_per_class_gmm
@@ -69,12 +70,30 @@ def finish(ctx: Context, out: MethodOutput, splits: DataSplits, noise_info: dict
                                 true_labels=train.true_labels, is_issue=out.is_issue)
     run.write_frame(LABEL_ISSUES, issues)
     run.save_model(out.model, model_meta(cfg.backbone, ctx.backbone, train.classes, cfg.allow_remote_code))
-    summary = run_summary(cfg, run, issues, splits, noise_info)
+    summary = run_summary(cfg, run, issues, splits, noise_info, noise_rate=_noise_rate(ctx, out, issues))
     run.write_json(SUMMARY, summary)
     run.close()
     run.finish("done")
     run.drop_checkpoint()
     return FitResult(run.path, summary, issues, out.model)
+
+
+def _noise_rate(ctx: Context, out: MethodOutput, issues: pd.DataFrame) -> dict:
+    """The ``noise_rate`` summary block: the share the method flags, cleanlab's confident joint, the truth if known."""
+    train, tau = ctx.train, ctx.cfg.tau
+    if out.is_issue is not None:
+        rule = "the method's own verdict (is_label_issue; `noisyft methods -v` says what it is per method)"
+    elif out.clean_prob is not None:
+        rule = f"the method's clean probability <= tau ({tau:g})"
+    else:
+        rule = f"per-class GMM on the final model's CE losses: clean posterior <= tau ({tau:g})"
+    flagged = issues.sort_values("index")["is_label_issue"].to_numpy(dtype=bool)
+    if out.pred_probs is not None:
+        probs, source = np.asarray(out.pred_probs), "the method's detector probabilities (MethodOutput.pred_probs)"
+    else:
+        probs, source = torch.as_tensor(out.train_logits).float().softmax(1).numpy(), FINAL_MODEL
+    return noise_rate_block(train.labels, train.classes, flagged, rule=rule, pred_probs=probs, probs_source=source,
+                            true_labels=train.true_labels)
 
 
 def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:

@@ -104,6 +104,7 @@ def _print_result(res, top: int = 10) -> None:
     print(issues[cols].head(top).to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     parts = [f"run: {res.run_dir}"]
     from noisyft.run.files import METRICS_LOG
+    from noisyft.run.noise_rate import noise_rate_text
     from noisyft.run.rundir import read_jsonl
     from noisyft.run.summary import accuracy_summary, headline_text
 
@@ -120,6 +121,8 @@ def _print_result(res, top: int = 10) -> None:
     if "auroc" in det:
         parts.append(f"label-issue AUROC {det['auroc']:.3f}")
     parts.append(f"flagged {int(issues['is_label_issue'].sum())}/{len(issues)}")
+    if noise_rate_text(s.get("noise_rate")):
+        parts.append(noise_rate_text(s["noise_rate"]))
     parts.append(f"time {s['timings']['total']:.0f}s")
     print("\n" + " | ".join(parts))
 

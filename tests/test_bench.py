@@ -188,6 +188,7 @@ def test_interrupted_grid_continues_without_rerunning_finished_cells(tiny_data, 
         assert (r["last_test_acc"], r["probe_best_test_acc"]) == (lp[-1], max(lp)) and r["time_train"] > 0
         assert r["auroc"] == json.loads((cell_dir(tmp_path, cell) / "summary.json").read_text())["detection"]["auroc"]
         assert r["test_acc"] == r["last_test_acc"] and r["test_acc_rule"] == "last epoch"  # no validation split
+        assert r["noise_true"] == r["realised_noise"] and 0 <= r["noise_est"] <= 1  # the noise rate, from summary.json
     assert rows["ce-lp"]["selection"] == {} and rows["small-loss-lp"]["selection"]["epoch"] == 3
     assert [p["epoch"] for p in rows["small-loss-lp"]["selection_curve"]] == [2, 3]
     md = (tmp_path / "results.md").read_text()
@@ -195,8 +196,11 @@ def test_interrupted_grid_continues_without_rerunning_finished_cells(tiny_data, 
     ce = next(l for l in md.splitlines() if l.startswith("| ce-lp |")).split("|")
     assert ce[2].strip().strip("*") == f"{100 * rows['ce-lp']['test_acc']:.2f}"
     assert ce[4].strip() == f"{100 * rows['ce-lp']['probe_best_test_acc']:.2f}" and ce[3].strip() == "—"  # no FFT phase
+    assert f"| ce-lp | {100 * rows['ce-lp']['noise_est']:.2f} / " in md  # the noise-rate table: estimate / CJ (true)
+    assert f"({100 * rows['ce-lp']['noise_true']:.2f}) |" in md
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [r["status"] for r in saved["cells"]] == ["done", "done"] and len(saved["table"]) == 2
+    assert saved["cells"][0]["noise_rate"]["true"]["overall"] == rows[saved["cells"][0]["method"]]["noise_true"]
     for png in ("accuracy_vs_time.png", "selection.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -120,6 +120,11 @@ def test_method_leaves_a_complete_run_and_resumes_as_finished(images, clip_dir, 
     assert (issues["given_label"].to_numpy() == by_id.loc[issues["id"], "given_label"].to_numpy()).all()
     assert (issues["is_truly_wrong"] == (issues["given_label"] != issues["true_label"])).all()
 
+    # summary.json's noise rate: the share this method flags, and the truth (= the realised injected noise)
+    rates = summary["noise_rate"]
+    assert rates["estimated"]["overall"] == pytest.approx(issues["is_label_issue"].mean())
+    assert rates["true"]["overall"] == pytest.approx(noise["realised_rate"])
+
     # model.safetensors: rebuilt by load_model, it predicts the training images as the run's table says
     model, meta = api.load_model(d)
     assert meta["classes"] == ["blue", "green", "red"]

@@ -18,7 +18,7 @@ from noisyft.run.rundir import RunDir, flatten_record
 
 TINY = dict(method="turn", backbone="test_efficientnet", pretrained=False, image_size=32, batch_size=32, num_workers=0,
             progress=False, lp_optim="adamw:1e-2:1e-5")
-FIGURES = {"loss_histograms.png", "selection.png", "accuracy.png", "suspects.png", "tsne.png"}
+FIGURES = {"noise_rate.png", "loss_histograms.png", "selection.png", "accuracy.png", "suspects.png", "tsne.png"}
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,10 @@ def test_report_embeds_every_figure(turn_run):
         assert w > 200 and h > 150, name
     assert "could not be produced" not in page and "could not be loaded" not in page
     for key in ("test acc (last epoch, fft:2)", "Test accuracy by phase", "linear probe", "fine-tuned", "auroc",
-                "precision", "Timings"):
+                "precision", "Timings", "Label-noise rate per given class", "cleanlab confident joint"):
         assert key in page
+    rates = json.loads((turn_run / "summary.json").read_text())["noise_rate"]
+    assert f"<td>true</td><td>{100 * rates['true']['overall']:.1f}%</td>" in page  # the card beside the chart
     assert "best test acc" not in page  # no accuracy over probe and fine-tuned epochs together
 
 
@@ -167,10 +169,10 @@ def test_before_features_reproduce_the_run(turn_run, tmp_path):
 def test_report_without_test_set_truth_or_selection(bare_run):
     page = (bare_run / "report" / "index.html").read_text()
     images = _embedded(page)
-    assert set(images) == {"loss_histograms.png", "accuracy.png", "suspects.png", "tsne.png"}
+    assert set(images) == {"noise_rate.png", "loss_histograms.png", "accuracy.png", "suspects.png", "tsne.png"}
     for data in images.values():
         _valid_png(data)
-    for note in ("True labels are unknown", "logged no selection steps", "no test or validation set",
+    for note in ("True labels are unknown", "real noise rate cannot be shown", "logged no selection steps", "no test or validation set",
                  "did no full fine-tuning", "t-SNE of 50 of 60"):
         assert note in page, note
     assert 'href="classes/' not in page and not (bare_run / "report" / "classes").exists()  # all 3 classes shown

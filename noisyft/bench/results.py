@@ -67,6 +67,21 @@ def accuracy_columns(metrics: list[dict]) -> dict:
     return row
 
 
+NOISE_KEYS = ("noise_est", "noise_cj", "noise_true", "noise_est_abs_error", "noise_cj_abs_error")
+
+
+def noise_rate_columns(block: Optional[dict]) -> dict:
+    """A cell's overall label-noise rates from ``summary.json``'s ``noise_rate`` (None where a run has none):
+    ``noise_est`` (the share the method flags), ``noise_cj`` (cleanlab's confident joint), ``noise_true``, and
+    each estimate's absolute error against the truth; ``noise_rate`` keeps the whole block (per class too)."""
+    block = block or {}
+    overall = lambda key: (block.get(key) or {}).get("overall")
+    errors = block.get("abs_error") or {}
+    return {"noise_est": overall("estimated"), "noise_cj": overall("confident_joint"), "noise_true": overall("true"),
+            "noise_est_abs_error": (errors.get("estimated") or {}).get("overall"),
+            "noise_cj_abs_error": (errors.get("confident_joint") or {}).get("overall"), "noise_rate": block or None}
+
+
 def cell_row(cell: Cell, bench_dir: Path) -> dict:
     """One cell's headline numbers from its metrics log and summary (or its status when it has none)."""
     path = cell_dir(bench_dir, cell)
@@ -80,7 +95,8 @@ def cell_row(cell: Cell, bench_dir: Path) -> dict:
                    realised_noise=s.get("realised_noise"), selection=_last_selection(s.get("selection", [])),
                    selection_curve=selection_curve(s.get("selection", [])),
                    auroc=(s.get("detection") or {}).get("auroc"),
-                   precision_at_k=(s.get("detection") or {}).get("precision_at_k"))
+                   precision_at_k=(s.get("detection") or {}).get("precision_at_k"),
+                   **noise_rate_columns(s.get("noise_rate")))
     elif (path / "error.txt").exists():
         lines = (path / "error.txt").read_text().strip().splitlines()
         row.update(status="failed", error=lines[-1] if lines else "")
@@ -91,7 +107,7 @@ def cell_row(cell: Cell, bench_dir: Path) -> dict:
     return row
 
 
-_MEAN_KEYS = ACC_KEYS + ("time_total", "time_train", "auroc", "precision_at_k")
+_MEAN_KEYS = ACC_KEYS + ("time_total", "time_train", "auroc", "precision_at_k") + NOISE_KEYS
 
 
 def _mean_std(values: list) -> tuple[Optional[float], Optional[float]]:
@@ -218,10 +234,32 @@ def results_markdown(results: dict) -> str:
                     row += _cell_text(index.get((data, backbone, noise, method)), rule, *best[noise])
                 lines.append("| " + " | ".join(row) + " |")
             lines.append("")
+            lines += noise_rate_table(spec, index, data, backbone)
     failed = [r for r in results["cells"] if r["status"] == "failed"]
     if failed:
         lines += ["## Failed cells", ""] + [f"- `{r['cell']}`: {r.get('error', '')}" for r in failed] + [""]
     return "\n".join(lines)
+
+
+def _noise_text(agg: Optional[dict]) -> str:
+    if agg is None or not agg["finished"] or agg.get("noise_est") is None:
+        return "—" if agg is not None and agg["finished"] else ""
+    text = _pct(agg["noise_est"]) + ("" if agg.get("noise_cj") is None else f" / {_pct(agg['noise_cj'])}")
+    return text + ("" if agg.get("noise_true") is None else f" ({_pct(agg['noise_true'])})")
+
+
+def noise_rate_table(spec: dict, index: dict, data: str, backbone: str) -> list[str]:
+    """Markdown lines: the estimated label-noise rate per method and setting (none if no cell has one)."""
+    aggs = {(noise, m): index.get((data, backbone, noise, m)) for noise in spec["noises"] for m in spec["methods"]}
+    if not any(a and a.get("noise_est") is not None for a in aggs.values()):
+        return []
+    lines = ["Label-noise rate (% of training labels wrong, mean over seeds): the share the method flags / cleanlab's "
+             "confident-joint estimate (the true rate).", "",
+             "| Method | " + " | ".join(f"{noise or 'given labels'} noise" for noise in spec["noises"]) + " |",
+             "|" + "---|" * (len(spec["noises"]) + 1)]
+    for method in spec["methods"]:
+        lines.append(f"| {method} | " + " | ".join(_noise_text(aggs[noise, method]) for noise in spec["noises"]) + " |")
+    return lines + [""]
 
 
 def write_results(bench_dir: str | Path, results: dict) -> None:

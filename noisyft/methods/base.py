@@ -41,6 +41,9 @@ class MethodOutput:
     clean_prob: Optional[np.ndarray] = None
     is_issue: Optional[np.ndarray] = None  # the method's own flags; default: clean_prob <= τ
     info: dict = field(default_factory=dict)
+    # (N, C) the detector's class probabilities of the training samples, where the method has them (out-of-fold for
+    # cleanlab); the confident-joint noise-rate estimate uses them instead of the final model's in-sample softmax
+    pred_probs: Optional[np.ndarray] = None
 
 
 @dataclass

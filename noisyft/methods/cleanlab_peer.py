@@ -89,6 +89,12 @@ def out_of_fold_probs(ctx: Context, feats: torch.Tensor, folds: int) -> np.ndarr
 
 def find_issues(ctx: Context, feats: torch.Tensor, folds: int) -> tuple[np.ndarray, np.ndarray]:
     """(kept indices, label-quality score per sample) from cleanlab on out-of-fold LP probabilities."""
+    kept, quality, _ = _find_issues(ctx, feats, folds)
+    return kept, quality
+
+
+def _find_issues(ctx: Context, feats: torch.Tensor, folds: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`find_issues` plus the out-of-fold probabilities it used (for the confident-joint noise rate)."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -97,15 +103,15 @@ def find_issues(ctx: Context, feats: torch.Tensor, folds: int) -> tuple[np.ndarr
         issues = find_label_issues(ctx.train.labels, probs, n_jobs=1)
         quality = get_label_quality_scores(ctx.train.labels, probs)
     kept = np.flatnonzero(~issues)
-    return kept, quality
+    return kept, quality, probs
 
 
-def _prepare(ctx: Context, log: bool) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def _prepare(ctx: Context, log: bool) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     feats = ctx.feature_tensor("train")
-    kept, quality = find_issues(ctx, feats, ctx.settings.folds)
+    kept, quality, probs = _find_issues(ctx, feats, ctx.settings.folds)
     if log:
         ctx.log_selection(1, kept, n_issues=int(len(ctx.train) - len(kept)))
-    return feats, kept, quality
+    return feats, kept, quality, probs
 
 
 def _flags(ctx: Context, kept: np.ndarray) -> np.ndarray:
@@ -125,11 +131,12 @@ CLEANLAB_LABEL_QUALITY = ("label_quality: cleanlab's get_label_quality_scores, s
 def cleanlab_lp(ctx: Context) -> MethodOutput:
     """cleanlab find_label_issues on out-of-fold LP probabilities; an LP head on the kept samples."""
     resumed = bool(ctx.resume_state) and ctx.resume_state["tag"] == "lp"  # its selection record is in the checkpoint
-    feats, kept, quality = _prepare(ctx, log=not resumed)
+    feats, kept, quality, probs = _prepare(ctx, log=not resumed)
     labels = torch.as_tensor(ctx.train.labels).to(ctx.device)
     head = fit_head(ctx, feats, labels, kept, ctx.cfg.epochs_lp, salt=99, log_phase="lp")
     logits = head_logits(head, ctx.features("train"), ctx.device)
-    return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=quality, is_issue=_flags(ctx, kept))
+    return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=quality, is_issue=_flags(ctx, kept),
+                        pred_probs=probs)
 
 
 @METHODS.register("cleanlab-fft", settings=CleanlabFFTSettings)
@@ -138,10 +145,11 @@ def cleanlab_fft(ctx: Context) -> MethodOutput:
     """cleanlab find_label_issues on out-of-fold LP probabilities; full fine-tuning with CE on the kept samples."""
     model, opt = ctx.fresh_model()
     start = ctx.resume("fft", model=model, opt=opt)
-    _, kept, quality = _prepare(ctx, log=start == 0)  # deterministic: a resumed run recomputes the same set
+    _, kept, quality, probs = _prepare(ctx, log=start == 0)  # deterministic: a resumed run recomputes the same set
     epochs = ctx.epochs_fft
     for epoch in range(start + 1, epochs + 1):
         ctx.fine_tune_epoch(model, kept, create_loss("ce"), opt, epoch, epochs)
     with ctx.run.phase("selection"):
         logits = ctx.image_logits(model, "train", desc="losses:train")
-    return MethodOutput(model=model, train_logits=logits, clean_prob=quality, is_issue=_flags(ctx, kept))
+    return MethodOutput(model=model, train_logits=logits, clean_prob=quality, is_issue=_flags(ctx, kept),
+                        pred_probs=probs)

@@ -282,7 +282,7 @@ def consensus_detect(ctx: Context) -> MethodOutput:
     ctx.log_epoch("lp", ctx.cfg.epochs_lp + 1, head=head, stage="refurbished head")
     logits = head_logits(head, ctx.features("train"), ctx.device)
     return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=score,
-                        is_issue=cd.issue_flags(probs, ctx.train.labels))
+                        is_issue=cd.issue_flags(probs, ctx.train.labels), pred_probs=probs)
 
 
 @METHODS.register("consensus", settings=ConsensusSettings)
@@ -341,5 +341,6 @@ def consensus(ctx: Context) -> MethodOutput:
     with ctx.run.phase("selection"):
         logits = ctx.image_logits(model, "train", desc="losses:train") if best.where != "fft:0" else \
             head_logits(model.head, ctx.features("train"), ctx.device)
-    return MethodOutput(model=model, train_logits=logits, clean_prob=score,
-                        is_issue=cd.issue_flags(targets.prediction().cpu().numpy(), labels), info={"returned": best.where})
+    prediction = targets.prediction().cpu().numpy()
+    return MethodOutput(model=model, train_logits=logits, clean_prob=score, is_issue=cd.issue_flags(prediction, labels),
+                        info={"returned": best.where}, pred_probs=prediction)

@@ -4,18 +4,19 @@ Writes ``RUN_DIR/report/index.html`` plus its figures as PNGs next to it. The
 page embeds every figure it shows as a base64 data URI, so ``index.html`` alone
 is enough to share; the PNGs are there for slides and papers. Sections:
 
-1. summary numbers (accuracies, detection metrics, timings);
-2. per-class loss histograms with the fitted two-component GMM and the τ
+1. summary numbers (accuracies, detection metrics, label-noise rate, timings);
+2. the label-noise rate per given class: estimated, cleanlab's confident joint and (when known) true, as bars;
+3. per-class loss histograms with the fitted two-component GMM and the τ
    boundary, for the first selection epoch and the final model: the first
    ``classes_shown`` classes on the page and, when there are more classes, every
    class in ``report/classes/<stage>_<first>-<last>.png`` (16 classes per image,
    numbered from 1, linked from the page, not embedded);
-3. selected count / precision / recall / F1 per selection epoch;
-4. test (and val) accuracy and training loss per epoch, LP then FFT;
-5. the 24 most suspect training images with given / predicted (/ true) class;
-6. t-SNE of features before and after fine-tuning (TURN paper, Fig. 2).
+4. selected count / precision / recall / F1 per selection epoch;
+5. test (and val) accuracy and training loss per epoch, LP then FFT;
+6. the 24 most suspect training images with given / predicted (/ true) class;
+7. t-SNE of features before and after fine-tuning (TURN paper, Fig. 2).
 
-Sections 5 and 6 need the training images, rebuilt from the run's config (see
+Sections 6 and 7 need the training images, rebuilt from the run's config (see
 :mod:`noisyft.report.embedding`); precision/recall need true labels; accuracy
 needs a test or validation set. A part that does not apply is replaced by a
 sentence saying why, and the page is written regardless.
@@ -160,11 +161,32 @@ def summary_section(run: RunView, out: Path) -> str:
         last = run.selection[-1]
         sel = [(k, last[k]) for k in ("epoch", "selected", "gmm_clean", "precision", "recall", "f1") if k in last]
         cards.append(("Last selection step", _table(sel)))
+    rates = s.get("noise_rate") or {}
+    if rates:
+        cards.append(("Label-noise rate", _table(
+            [(label, f"{100 * rates[k]['overall']:.1f}%") for k, label, _ in plots.NOISE_SERIES if k in rates]
+            + [(f"|{k.replace('_', ' ')} − true|", f"{100 * e['overall']:.1f} points")
+               for k, e in (rates.get("abs_error") or {}).items()])))
     timings = s.get("timings") or {}
     if timings:
         cards.append(("Timings (wall seconds)", _table([(k, f"{v:.1f}") for k, v in timings.items()])))
     html_ = '<div class="cards">' + "".join(f"<div><h3>{_e(t)}</h3>{tab}</div>" for t, tab in cards) + "</div>"
     return html_ + ("" if det else _note("True labels are unknown, so detection precision/recall/AUROC cannot be measured."))
+
+
+def noise_rate_section(run: RunView, out: Path) -> str:
+    """The label-noise rate per given class: estimated (flagged share), cleanlab's confident joint, true."""
+    rates = run.summary.get("noise_rate")
+    if not rates:
+        return _note("This run's summary has no noise-rate estimate (runs made before noisyft estimated it).")
+    parts = [_img(plots.noise_rate_bars(rates, out / "noise_rate.png"), "Label-noise rate per given class"),
+             f"<p>Share of the training samples given each class whose label is wrong. Estimated: the share the "
+             f"method flags ({_e(rates['estimated']['rule'])}).",
+             f" Confident joint: cleanlab's calibrated confident joint on {_e(rates['confident_joint']['probs'])}."
+             if "confident_joint" in rates else "", "</p>"]
+    if "true" not in rates:
+        parts.append(_note("True labels are unknown, so the real noise rate cannot be shown beside the estimates."))
+    return "".join(parts)
 
 
 def losses_section(run: RunView, out: Path, classes_shown: int) -> str:
@@ -304,6 +326,7 @@ def write_report(run_dir: str | Path, *, classes_shown: int = 4, max_points: int
     train, why = _training_images(run)
     sections = [
         ("Summary", lambda: summary_section(run, out)),
+        ("Label-noise rate", lambda: noise_rate_section(run, out)),
         ("Loss distributions and the GMM", lambda: losses_section(run, out, classes_shown)),
         ("Clean-sample selection", lambda: selection_section(run, out)),
         ("Accuracy per epoch", lambda: accuracy_section(run, out)),

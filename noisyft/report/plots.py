@@ -193,3 +193,36 @@ def tsne_pair(before: np.ndarray, after: np.ndarray, colour_labels: np.ndarray, 
         fig.legend(handles=handles, loc="upper center", ncol=min(10, len(handles)), fontsize=8, frameon=False,
                    bbox_to_anchor=(0.5, 0.0))
     return save_png(fig, path)
+
+
+# ---------------------------------------------------------------- noise rate
+
+NOISE_SERIES = (("estimated", "estimated (flagged share)", "#ff7f0e"), ("confident_joint", "cleanlab confident joint", "#9467bd"),
+                ("true", "true", "0.35"))
+
+
+def noise_rate_bars(block: dict, path: Path) -> Path:
+    """Per given class: the estimated, confident-joint and (when known) true label-noise rate, as grouped bars.
+
+    ``block`` is ``summary.json``'s ``noise_rate``; the legend gives each series' overall rate. Wide class sets
+    get a wider figure and vertical class names.
+    """
+    series = [(key, label, colour) for key, label, colour in NOISE_SERIES if key in block]
+    names = list(block["estimated"]["per_class"])
+    x = np.arange(len(names))
+    width = 0.8 / len(series)
+    top = 0.0
+    fig, ax = plt.subplots(figsize=(min(24.0, max(6.0, 0.28 * len(names) * len(series) + 2)), 3.8))
+    for i, (key, label, colour) in enumerate(series):
+        per = block[key]["per_class"]
+        vals = [np.nan if per.get(n) is None else 100 * per[n] for n in names]
+        top = max([top] + [v for v in vals if np.isfinite(v)])
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, color=colour,
+               label=f"{label}: {100 * block[key]['overall']:.1f}% overall")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=90 if len(names) > 12 else 0, fontsize=8 if len(names) > 12 else 9)
+    ax.set(ylabel="labels wrong (%)", xlabel="given class", title="Label-noise rate per given class")
+    ax.set_ylim(0, max(1.0, 1.35 * top))  # headroom for the legend
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return save_png(fig, path)

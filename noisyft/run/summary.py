@@ -130,8 +130,10 @@ def headline_text(acc: dict) -> Optional[str]:
     return " | ".join(parts)
 
 
-def run_summary(cfg: FitConfig, run: RunDir, issues: pd.DataFrame, splits: DataSplits, noise_info: dict) -> dict:
-    """``summary.json``: the run, its accuracies phase by phase (:func:`accuracy_summary`), selection, detection.
+def run_summary(cfg: FitConfig, run: RunDir, issues: pd.DataFrame, splits: DataSplits, noise_info: dict,
+                noise_rate: Optional[dict] = None) -> dict:
+    """``summary.json``: the run, its accuracies phase by phase (:func:`accuracy_summary`), selection, detection,
+    and the label-noise rate (``noise_rate``: estimated, confident joint, true; see :mod:`noisyft.run.noise_rate`).
 
     ``test_acc`` is the accuracy of what the method delivers (validation-selected epoch of the delivered
     phase with ``--val-fraction``, else its last epoch); the linear probe's numbers are in ``probe`` and
@@ -146,4 +148,6 @@ def run_summary(cfg: FitConfig, run: RunDir, issues: pd.DataFrame, splits: DataS
     if selection:
         summary["selection"] = selection
     summary["detection"] = detection_metrics(issues)
+    if noise_rate is not None:
+        summary["noise_rate"] = noise_rate
     return summary
