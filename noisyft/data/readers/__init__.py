@@ -5,3 +5,4 @@ Importing this package registers them all; :mod:`noisyft.data` does so, so every
 (CIFAR-10N/100N human labels for ``cifar10:PATH`` / ``cifar100:PATH``).
 """
 from noisyft.data.readers import cifarn  # noqa: F401
+from noisyft.data.readers import clothing1m  # noqa: F401

@@ -1,0 +1,96 @@
+"""Official-layout readers (Clothing1M, Tiny-ImageNet, CUB-200-2011, Stanford Cars, WebVision): what they read, and
+bad layouts as one-line errors naming the file and line.
+
+The end-to-end runs of each reader are in ``test_every_dataset.py`` (its table names every
+registered dataset); here each case breaks a fresh copy of a tiny generated tree one way.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from noisyft.data import load_data
+from noisyft.data.datasets import open_dataset
+from noisyft.errors import UserError
+from tests import dataset_layouts as layouts
+
+
+@pytest.fixture(scope="module")
+def originals(tmp_path_factory):
+    """Each reader's tiny tree, written once: name → root."""
+    base = tmp_path_factory.mktemp("layouts")
+    out = {}
+    for name, write in (("clothing1m", layouts.write_clothing1m),):
+        write(base / name)
+        out[name] = base / name
+    return out
+
+
+@pytest.fixture
+def fresh(originals, tmp_path):
+    """A private copy of a reader's tree to break: ``fresh("clothing1m")`` → its root."""
+    def copy(name: str) -> Path:
+        shutil.copytree(originals[name], tmp_path / name)
+        return tmp_path / name
+    return copy
+
+
+def one_line_error(spec: str) -> str:
+    with pytest.raises(UserError) as e:
+        open_dataset(spec)
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def _edit_line(path: Path, line: int, new: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[line - 1] = new
+    path.write_text("\n".join(lines) + "\n")
+
+
+# --- Clothing1M --------------------------------------------------------------------
+
+
+def test_clothing1m_trains_on_noisy_keys_and_tests_on_clean_test_keys(originals):
+    root = originals["clothing1m"]
+    splits = load_data(f"clothing1m:{root}")
+    keys = (root / "noisy_train_key_list.txt").read_text().split()
+    assert splits.train.ids == keys and splits.train.true_labels is None
+    assert splits.train.classes == layouts.CLOTHING_CLASSES
+    assert (splits.train.labels == np.repeat(np.arange(3), 4)).all()
+    assert splits.test.ids == (root / "clean_test_key_list.txt").read_text().split()
+    assert (splits.test.true_labels == np.repeat(np.arange(3), 2)).all()
+    assert splits.info["train_with_clean_label"] == 1 and splits.info["clean_val_keys"] == 3
+    assert np.asarray(splits.train.source.load(0)).shape == (24, 24, 3)
+
+
+def test_clothing1m_bad_layouts(fresh):
+    root = fresh("clothing1m")
+    spec = f"clothing1m:{root}"
+    (root / "noisy_label_kv.txt").rename(root / "kv.bak")
+    assert one_line_error(spec) == (f"clothing1m: {root / 'noisy_label_kv.txt'} not found; Clothing1M is distributed "
+                                    f"by its authors on request (github.com/Cysu/noisy_label)")
+    (root / "kv.bak").rename(root / "noisy_label_kv.txt")
+    kv = root / "noisy_label_kv.txt"
+    first_key = kv.read_text().split()[0]
+    good = kv.read_text()
+    _edit_line(kv, 3, f"{kv.read_text().splitlines()[2].split()[0]} 14")
+    assert one_line_error(spec).startswith(f"{kv}:3: unknown class id 14 (category_names_eng.txt names 3 classes")
+    _edit_line(kv, 3, "justakey.jpg")
+    assert one_line_error(spec) == f"{kv}:3: expected 'KEY LABEL', got 'justakey.jpg'"
+    _edit_line(kv, 3, "../../etc/x.jpg 1")
+    assert "is absolute or leaves the dataset folder" in one_line_error(spec)
+    kv.write_text(good)
+    keys = root / "noisy_train_key_list.txt"
+    (root / keys.read_text().split()[1]).unlink()
+    msg = one_line_error(spec)
+    assert msg.startswith(f"{keys}:2: image images/") and f"not found under {root}" in msg
+    _edit_line(keys, 2, "images/9/99/nolabel.jpg")
+    assert one_line_error(spec) == f"{keys}:2: key images/9/99/nolabel.jpg has no label in noisy_label_kv.txt"
+    _edit_line(keys, 2, first_key)
+    assert one_line_error(spec) == f"{keys}:2: key {first_key} is listed twice"
+    assert "needs a path" in one_line_error("clothing1m")
