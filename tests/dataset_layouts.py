@@ -44,3 +44,30 @@ def write_clothing1m(root: Path, train_per_class: int = 4, test_per_class: int =
     for split, keys in splits.items():
         (root / f"{split}_key_list.txt").write_text("\n".join(keys) + "\n")
     return f"clothing1m:{root}", dict(n_train=train_per_class * 3, n_test=test_per_class * 3, classes=CLOTHING_CLASSES)
+
+
+TINY_WNIDS = ["n02085620", "n01443537", "n01629819"]  # listed unsorted, as wnids.txt is
+TINY_NAMES = {"n01443537": "goldfish", "n01629819": "European fire salamander", "n02085620": "Chihuahua"}
+
+
+def write_tiny_imagenet(root: Path, train_per_class: int = 4, val_per_class: int = 2) -> tuple[str, dict]:
+    """tiny-imagenet-200/: wnids.txt, words.txt, train/<wnid>/images/*.JPEG, val/val_annotations.txt + val/images."""
+    rng = np.random.default_rng(4)
+    base = root / "tiny-imagenet-200"
+    base.mkdir(parents=True)
+    order = sorted(TINY_WNIDS)
+    (base / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    words = [f"n00001740\tentity"] + [f"{w}\t{TINY_NAMES[w]}, synonym" for w in TINY_WNIDS]
+    (base / "words.txt").write_text("\n".join(words) + "\n")
+    for w in TINY_WNIDS:
+        for k in range(train_per_class):
+            write_image(base / "train" / w / "images" / f"{w}_{k}.JPEG", order.index(w), 3, rng)
+        (base / "train" / w / f"{w}_boxes.txt").write_text("")
+    ann = []
+    for k in range(val_per_class * 3):
+        w = order[k % 3]
+        write_image(base / "val" / "images" / f"val_{k}.JPEG", order.index(w), 3, rng)
+        ann.append(f"val_{k}.JPEG\t{w}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(ann) + "\n")
+    return f"tiny-imagenet:{root}", dict(n_train=train_per_class * 3, n_test=val_per_class * 3,
+                                         classes=[TINY_NAMES[w] for w in order])

@@ -21,7 +21,7 @@ import pytest
 from noisyft import api
 from noisyft.data import DATASETS
 from noisyft.data.noise import NOISE_KINDS
-from tests.dataset_layouts import write_clothing1m
+from tests.dataset_layouts import write_clothing1m, write_tiny_imagenet
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -100,6 +100,7 @@ DATASETS_CASES = {
     "folder": write_folder,
     "demo": packaged_demo,
     "clothing1m": write_clothing1m,
+    "tiny-imagenet": write_tiny_imagenet,
 }
 
 

@@ -23,7 +23,7 @@ def originals(tmp_path_factory):
     """Each reader's tiny tree, written once: name → root."""
     base = tmp_path_factory.mktemp("layouts")
     out = {}
-    for name, write in (("clothing1m", layouts.write_clothing1m),):
+    for name, write in (("clothing1m", layouts.write_clothing1m), ("tiny-imagenet", layouts.write_tiny_imagenet)):
         write(base / name)
         out[name] = base / name
     return out
@@ -94,3 +94,40 @@ def test_clothing1m_bad_layouts(fresh):
     _edit_line(keys, 2, first_key)
     assert one_line_error(spec) == f"{keys}:2: key {first_key} is listed twice"
     assert "needs a path" in one_line_error("clothing1m")
+
+
+# --- Tiny-ImageNet -----------------------------------------------------------------
+
+
+def test_tiny_imagenet_reads_train_and_val_in_sorted_wnid_order(originals):
+    root = originals["tiny-imagenet"]
+    splits = load_data(f"tiny-imagenet:{root}")
+    assert splits.train.classes == ["goldfish", "European fire salamander", "Chihuahua"]  # n01443537 < n01629819 < n02085620
+    assert splits.train.ids[0] == "train/n01443537/images/n01443537_0.JPEG"
+    assert (splits.train.labels == np.repeat(np.arange(3), 4)).all()
+    assert splits.test.ids[:2] == ["val/images/val_0.JPEG", "val/images/val_1.JPEG"]
+    assert (splits.test.labels == np.tile(np.arange(3), 2)).all()
+    assert splits.info["wnids"] == sorted(layouts.TINY_WNIDS)
+    assert splits.train.source.root == root / "tiny-imagenet-200"  # PATH or PATH/tiny-imagenet-200
+
+
+def test_tiny_imagenet_bad_layouts(fresh):
+    top = fresh("tiny-imagenet")
+    root = top / "tiny-imagenet-200"
+    spec = f"tiny-imagenet:{root}"
+    (root / "wnids.txt").rename(root / "w.bak")
+    assert one_line_error(f"tiny-imagenet:{top}") == (f"tiny-imagenet: {top / 'wnids.txt'} not found; Tiny-ImageNet is "
+                                                      f"published at http://cs231n.stanford.edu/tiny-imagenet-200.zip")
+    (root / "w.bak").rename(root / "wnids.txt")
+    ann = root / "val" / "val_annotations.txt"
+    good = ann.read_text()
+    _edit_line(ann, 2, "val_1.JPEG\tn99999999\t0\t0\t1\t1")
+    assert one_line_error(spec) == f"{ann}:2: unknown class n99999999 (not in wnids.txt)"
+    _edit_line(ann, 2, "val_1.JPEG")
+    assert one_line_error(spec) == f"{ann}:2: expected 'FILE WNID ...', got 'val_1.JPEG'"
+    ann.write_text(good)
+    (root / "val" / "images" / "val_3.JPEG").unlink()
+    assert one_line_error(spec) == f"{ann}:4: image val/images/val_3.JPEG not found under {root}"
+    shutil.rmtree(root / "train" / "n01629819")
+    assert one_line_error(spec) == (f"{root / 'wnids.txt'}:3: class n01629819 has no training images in "
+                                    f"{root / 'train/n01629819/images'}")
