@@ -71,3 +71,28 @@ def write_tiny_imagenet(root: Path, train_per_class: int = 4, val_per_class: int
     (base / "val" / "val_annotations.txt").write_text("\n".join(ann) + "\n")
     return f"tiny-imagenet:{root}", dict(n_train=train_per_class * 3, n_test=val_per_class * 3,
                                          classes=[TINY_NAMES[w] for w in order])
+
+
+CUB_FOLDERS = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
+
+
+def write_cub200(root: Path, train_per_class: int = 4, test_per_class: int = 2) -> tuple[str, dict]:
+    """CUB_200_2011/: classes.txt, images.txt, image_class_labels.txt, train_test_split.txt, images/<folder>/*.jpg."""
+    rng = np.random.default_rng(5)
+    base = root / "CUB_200_2011"
+    base.mkdir(parents=True)
+    images, labels, split = [], [], []
+    n = 0
+    for c, folder in enumerate(CUB_FOLDERS):
+        for k in range(train_per_class + test_per_class):
+            n += 1
+            rel = f"{folder}/{folder.split('.')[1]}_{k:04d}_{n}.jpg"
+            write_image(base / "images" / rel, c, 3, rng)
+            images.append(f"{n} {rel}")
+            labels.append(f"{n} {c + 1}")
+            split.append(f"{n} {int(k % 3 != 2)}")  # every third image of a class is a test image
+    for name, rows in (("images", images), ("image_class_labels", labels), ("train_test_split", split),
+                       ("classes", [f"{c + 1} {f}" for c, f in enumerate(CUB_FOLDERS)])):
+        (base / f"{name}.txt").write_text("\n".join(rows) + "\n")
+    return f"cub200:{root}", dict(n_train=train_per_class * 3, n_test=test_per_class * 3,
+                                  classes=[f.split(".")[1] for f in CUB_FOLDERS])

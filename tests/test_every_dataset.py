@@ -21,7 +21,7 @@ import pytest
 from noisyft import api
 from noisyft.data import DATASETS
 from noisyft.data.noise import NOISE_KINDS
-from tests.dataset_layouts import write_clothing1m, write_tiny_imagenet
+from tests.dataset_layouts import write_clothing1m, write_cub200, write_tiny_imagenet
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -101,6 +101,7 @@ DATASETS_CASES = {
     "demo": packaged_demo,
     "clothing1m": write_clothing1m,
     "tiny-imagenet": write_tiny_imagenet,
+    "cub200": write_cub200,
 }
 
 

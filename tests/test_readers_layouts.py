@@ -23,7 +23,8 @@ def originals(tmp_path_factory):
     """Each reader's tiny tree, written once: name → root."""
     base = tmp_path_factory.mktemp("layouts")
     out = {}
-    for name, write in (("clothing1m", layouts.write_clothing1m), ("tiny-imagenet", layouts.write_tiny_imagenet)):
+    for name, write in (("clothing1m", layouts.write_clothing1m), ("tiny-imagenet", layouts.write_tiny_imagenet),
+                        ("cub200", layouts.write_cub200)):
         write(base / name)
         out[name] = base / name
     return out
@@ -131,3 +132,38 @@ def test_tiny_imagenet_bad_layouts(fresh):
     shutil.rmtree(root / "train" / "n01629819")
     assert one_line_error(spec) == (f"{root / 'wnids.txt'}:3: class n01629819 has no training images in "
                                     f"{root / 'train/n01629819/images'}")
+
+
+# --- CUB-200-2011 ------------------------------------------------------------------
+
+
+def test_cub200_uses_the_official_split_and_folder_names(originals):
+    root = originals["cub200"]
+    splits = load_data(f"cub200:{root}")
+    assert splits.train.classes == ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross"]
+    assert (len(splits.train), len(splits.test)) == (12, 6)
+    assert splits.train.ids[0] == "images/001.Black_footed_Albatross/Black_footed_Albatross_0000_1.jpg"
+    assert splits.test.ids[0] == "images/001.Black_footed_Albatross/Black_footed_Albatross_0002_3.jpg"
+    assert (splits.test.true_labels == np.repeat(np.arange(3), 2)).all()
+
+
+def test_cub200_bad_layouts(fresh):
+    root = fresh("cub200") / "CUB_200_2011"
+    spec = f"cub200:{root.parent}"
+    (root / "train_test_split.txt").rename(root / "s.bak")
+    assert one_line_error(spec) == (f"cub200: {root / 'train_test_split.txt'} not found; CUB-200-2011 is published at "
+                                    f"https://www.vision.caltech.edu/datasets/cub_200_2011/ (CUB_200_2011.tgz)")
+    (root / "s.bak").rename(root / "train_test_split.txt")
+    labels = root / "image_class_labels.txt"
+    good = labels.read_text()
+    _edit_line(labels, 5, "5 201")
+    assert one_line_error(spec) == f"{labels}:5: unknown class id 201 (not in classes.txt)"
+    _edit_line(labels, 5, "5 one")
+    assert one_line_error(spec) == f"{labels}:5: class id 'one' is not an integer"
+    _edit_line(labels, 5, "4 1")
+    assert one_line_error(spec) == f"{labels}:5: id 4 repeats line 4"
+    labels.write_text(good)
+    images = root / "images.txt"
+    rel = images.read_text().splitlines()[6].split()[1]
+    (root / "images" / rel).unlink()
+    assert one_line_error(spec) == f"{images}:7: image {rel} not found under {root / 'images'}"

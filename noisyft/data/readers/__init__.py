@@ -7,3 +7,4 @@ Importing this package registers them all; :mod:`noisyft.data` does so, so every
 from noisyft.data.readers import cifarn  # noqa: F401
 from noisyft.data.readers import clothing1m  # noqa: F401
 from noisyft.data.readers import tiny_imagenet  # noqa: F401
+from noisyft.data.readers import cub200  # noqa: F401
