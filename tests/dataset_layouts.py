@@ -96,3 +96,33 @@ def write_cub200(root: Path, train_per_class: int = 4, test_per_class: int = 2) 
         (base / f"{name}.txt").write_text("\n".join(rows) + "\n")
     return f"cub200:{root}", dict(n_train=train_per_class * 3, n_test=test_per_class * 3,
                                   classes=[f.split(".")[1] for f in CUB_FOLDERS])
+
+
+CARS_CLASSES = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012"]
+
+
+def cars_annotations(rows: list[tuple[str, int]]) -> np.ndarray:
+    """The devkit's ``annotations`` struct array (1×N) of (fname, 1-based class) rows, as scipy writes MATLAB structs."""
+    fields = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
+    ann = np.zeros((1, len(rows)), dtype=[(f, "O") for f in fields])
+    for k, (fname, cls) in enumerate(rows):
+        box = [np.array([[v]], dtype=np.uint16) for v in (1, 1, 20, 20)]
+        ann[0, k] = (*box, np.array([[cls]], dtype=np.uint8), np.array([fname]))
+    return ann
+
+
+def write_stanford_cars(root: Path, train_per_class: int = 4, test_per_class: int = 2) -> tuple[str, dict]:
+    """stanford_cars/: devkit/cars_meta.mat + cars_train_annos.mat, cars_test_annos_withlabels.mat, cars_train/, cars_test/."""
+    import scipy.io
+
+    rng = np.random.default_rng(6)
+    base = root / "stanford_cars"
+    (base / "devkit").mkdir(parents=True)
+    scipy.io.savemat(base / "devkit" / "cars_meta.mat", {"class_names": np.array([CARS_CLASSES], dtype=object)})
+    for folder, per, annos in (("cars_train", train_per_class, base / "devkit" / "cars_train_annos.mat"),
+                               ("cars_test", test_per_class, base / "cars_test_annos_withlabels.mat")):
+        rows = [(f"{k + 1:05d}.jpg", k % 3 + 1) for k in range(per * 3)]
+        for fname, cls in rows:
+            write_image(base / folder / fname, cls - 1, 3, rng)
+        scipy.io.savemat(annos, {"annotations": cars_annotations(rows)})
+    return f"stanford-cars:{root}", dict(n_train=train_per_class * 3, n_test=test_per_class * 3, classes=CARS_CLASSES)

@@ -21,7 +21,7 @@ import pytest
 from noisyft import api
 from noisyft.data import DATASETS
 from noisyft.data.noise import NOISE_KINDS
-from tests.dataset_layouts import write_clothing1m, write_cub200, write_tiny_imagenet
+from tests.dataset_layouts import write_clothing1m, write_cub200, write_stanford_cars, write_tiny_imagenet
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -102,6 +102,7 @@ DATASETS_CASES = {
     "clothing1m": write_clothing1m,
     "tiny-imagenet": write_tiny_imagenet,
     "cub200": write_cub200,
+    "stanford-cars": write_stanford_cars,
 }
 
 

@@ -24,7 +24,7 @@ def originals(tmp_path_factory):
     base = tmp_path_factory.mktemp("layouts")
     out = {}
     for name, write in (("clothing1m", layouts.write_clothing1m), ("tiny-imagenet", layouts.write_tiny_imagenet),
-                        ("cub200", layouts.write_cub200)):
+                        ("cub200", layouts.write_cub200), ("stanford-cars", layouts.write_stanford_cars)):
         write(base / name)
         out[name] = base / name
     return out
@@ -167,3 +167,38 @@ def test_cub200_bad_layouts(fresh):
     rel = images.read_text().splitlines()[6].split()[1]
     (root / "images" / rel).unlink()
     assert one_line_error(spec) == f"{images}:7: image {rel} not found under {root / 'images'}"
+
+
+# --- Stanford Cars -----------------------------------------------------------------
+
+
+def test_stanford_cars_reads_the_devkit_annotations(originals):
+    root = originals["stanford-cars"]
+    splits = load_data(f"stanford-cars:{root}")
+    assert splits.train.classes == layouts.CARS_CLASSES
+    assert splits.train.ids[:2] == ["cars_train/00001.jpg", "cars_train/00002.jpg"]
+    assert (splits.train.labels == np.tile(np.arange(3), 4)).all()
+    assert splits.test.ids[-1] == "cars_test/00006.jpg" and (splits.test.true_labels == np.tile(np.arange(3), 2)).all()
+
+
+def test_stanford_cars_bad_layouts(fresh):
+    import scipy.io
+
+    root = fresh("stanford-cars") / "stanford_cars"
+    spec = f"stanford-cars:{root}"
+    test_annos = root / "cars_test_annos_withlabels.mat"
+    test_annos.rename(root / "t.bak")
+    msg = one_line_error(spec)
+    assert msg.startswith(f"stanford-cars: {test_annos} not found; Stanford Cars is published at https://ai.stanford.edu")
+    (root / "t.bak").rename(root / "devkit" / test_annos.name)  # the devkit folder is looked in too
+    assert len(load_data(spec).test) == 6
+    train_annos = root / "devkit" / "cars_train_annos.mat"
+    rows = [(f"{k + 1:05d}.jpg", k % 3 + 1) for k in range(12)]
+    scipy.io.savemat(train_annos, {"annotations": layouts.cars_annotations(rows[:4] + [("00005.jpg", 197)] + rows[5:])})
+    assert one_line_error(spec) == f"{train_annos}: annotation 5: unknown class id 197 (cars_meta.mat names 3 classes, ids 1..3)"
+    scipy.io.savemat(train_annos, {"annotations": layouts.cars_annotations(rows + [("09999.jpg", 1)])})
+    assert one_line_error(spec) == f"{train_annos}: annotation 13: image cars_train/09999.jpg not found under {root}"
+    scipy.io.savemat(train_annos, {"labels": np.arange(3)})
+    assert one_line_error(spec) == f"stanford-cars: {train_annos} has no 'annotations' (it holds: labels); is it the devkit file?"
+    train_annos.write_bytes(b"not a mat file")
+    assert one_line_error(spec).startswith(f"stanford-cars: cannot read {train_annos} as a MATLAB file")
