@@ -126,3 +126,38 @@ def write_stanford_cars(root: Path, train_per_class: int = 4, test_per_class: in
             write_image(base / folder / fname, cls - 1, 3, rng)
         scipy.io.savemat(annos, {"annotations": cars_annotations(rows)})
     return f"stanford-cars:{root}", dict(n_train=train_per_class * 3, n_test=test_per_class * 3, classes=CARS_CLASSES)
+
+
+WEBVISION_CLASSES = 52  # mini-WebVision keeps the first 50
+
+
+def write_webvision(root: Path, full: bool = False) -> tuple[str, dict]:
+    """webvision/: info/{train_filelist_google,train_filelist_flickr,val_filelist,synsets}.txt, google/, flickr/,
+    val_images_256/; two Google images and one validation image per class, three Flickr images."""
+    base = root / "webvision"
+    if not base.exists():
+        rng = np.random.default_rng(7)
+        (base / "info").mkdir(parents=True)
+        k = WEBVISION_CLASSES
+        (base / "info" / "synsets.txt").write_text("".join(f"n{c:08d} class{c}, synonym\n" for c in range(k)))
+        lists: dict[str, list[str]] = {"train_filelist_google": [], "train_filelist_flickr": [], "val_filelist": []}
+        for c in range(k):
+            for j in range(2):
+                rel = f"google/q{c + 1:04d}/{j:06d}.jpg"
+                write_image(base / rel, c, k, rng, size=16)
+                lists["train_filelist_google"].append(f"{rel} {c}")
+            write_image(base / "val_images_256" / f"val{c:06d}.jpg", c, k, rng, size=16)
+            lists["val_filelist"].append(f"val{c:06d}.jpg {c}")
+        for c in (0, 1, 51):
+            rel = f"flickr/q{c + 1:04d}/000000.jpg"
+            write_image(base / rel, c, k, rng, size=16)
+            lists["train_filelist_flickr"].append(f"{rel} {c}")
+        for name, rows in lists.items():
+            (base / "info" / f"{name}.txt").write_text("\n".join(rows) + "\n")
+    n = 50 if not full else WEBVISION_CLASSES
+    return (f"webvision{'-full' if full else ''}:{root}",
+            dict(n_train=2 * n + (3 if full else 0), n_test=n, classes=[f"class{c}" for c in range(n)]))
+
+
+def write_webvision_full(root: Path) -> tuple[str, dict]:
+    return write_webvision(root, full=True)

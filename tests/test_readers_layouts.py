@@ -24,7 +24,8 @@ def originals(tmp_path_factory):
     base = tmp_path_factory.mktemp("layouts")
     out = {}
     for name, write in (("clothing1m", layouts.write_clothing1m), ("tiny-imagenet", layouts.write_tiny_imagenet),
-                        ("cub200", layouts.write_cub200), ("stanford-cars", layouts.write_stanford_cars)):
+                        ("cub200", layouts.write_cub200), ("stanford-cars", layouts.write_stanford_cars),
+                        ("webvision", layouts.write_webvision)):
         write(base / name)
         out[name] = base / name
     return out
@@ -202,3 +203,41 @@ def test_stanford_cars_bad_layouts(fresh):
     assert one_line_error(spec) == f"stanford-cars: {train_annos} has no 'annotations' (it holds: labels); is it the devkit file?"
     train_annos.write_bytes(b"not a mat file")
     assert one_line_error(spec).startswith(f"stanford-cars: cannot read {train_annos} as a MATLAB file")
+
+
+# --- WebVision ---------------------------------------------------------------------
+
+
+def test_webvision_mini_keeps_the_first_50_google_classes_and_full_adds_flickr(originals):
+    root = originals["webvision"]
+    mini = load_data(f"webvision:{root}")
+    assert mini.train.classes == [f"class{c}" for c in range(50)] and mini.train.true_labels is None
+    assert len(mini.train) == 100 and not any(i.startswith("flickr/") for i in mini.train.ids)
+    assert mini.train.ids[:2] == ["google/q0001/000000.jpg", "google/q0001/000001.jpg"]
+    assert mini.test.ids[0] == "val_images_256/val000000.jpg" and (mini.test.true_labels == np.arange(50)).all()
+    full = load_data(f"webvision-full:{root}")
+    assert full.train.num_classes == 52 and len(full.train) == 107 and full.train.ids[-1] == "flickr/q0052/000000.jpg"
+    assert full.info["train_lists"] == ["train_filelist_google.txt", "train_filelist_flickr.txt"]
+
+
+def test_webvision_bad_layouts(fresh):
+    root = fresh("webvision") / "webvision"
+    spec = f"webvision:{root}"
+    (root / "info" / "val_filelist.txt").rename(root / "v.bak")
+    assert one_line_error(spec) == (f"webvision: {root / 'info/val_filelist.txt'} not found; WebVision 1.0 is published "
+                                    f"at https://data.vision.ee.ethz.ch/cvl/webvision/dataset2017.html")
+    (root / "v.bak").rename(root / "info" / "val_filelist.txt")
+    google = root / "info" / "train_filelist_google.txt"
+    good = google.read_text()
+    _edit_line(google, 3, "google/q0002/000000.jpg 52")
+    assert one_line_error(spec) == f"{google}:3: unknown class id 52 (ids are 0..51)"
+    _edit_line(google, 3, "google/q0002/000000.jpg")
+    assert one_line_error(spec) == f"{google}:3: expected 'IMAGE LABEL', got 'google/q0002/000000.jpg'"
+    google.write_text(good)
+    (root / "google/q0002/000001.jpg").unlink()
+    assert one_line_error(spec) == f"{google}:4: image google/q0002/000001.jpg not found under {root}"
+    layouts.write_image(root / "google/q0002/000001.jpg", 1, 52, np.random.default_rng(0))
+    (root / "google/q0052/000001.jpg").unlink()  # a class mini-WebVision leaves out: not needed
+    assert len(load_data(spec).train) == 100
+    shutil.rmtree(root / "val_images_256")
+    assert one_line_error(spec).startswith(f"webvision: {root / 'val_images_256'} not found")

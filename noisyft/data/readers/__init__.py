@@ -9,3 +9,4 @@ from noisyft.data.readers import clothing1m  # noqa: F401
 from noisyft.data.readers import tiny_imagenet  # noqa: F401
 from noisyft.data.readers import cub200  # noqa: F401
 from noisyft.data.readers import stanford_cars  # noqa: F401
+from noisyft.data.readers import webvision  # noqa: F401
