@@ -57,7 +57,7 @@ def write_tiny_imagenet(root: Path, train_per_class: int = 4, val_per_class: int
     base.mkdir(parents=True)
     order = sorted(TINY_WNIDS)
     (base / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
-    words = [f"n00001740\tentity"] + [f"{w}\t{TINY_NAMES[w]}, synonym" for w in TINY_WNIDS]
+    words = ["n00001740\tentity"] + [f"{w}\t{TINY_NAMES[w]}, synonym" for w in TINY_WNIDS]
     (base / "words.txt").write_text("\n".join(words) + "\n")
     for w in TINY_WNIDS:
         for k in range(train_per_class):

@@ -6,7 +6,6 @@ arrays is refused without running it.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import zipfile

@@ -30,17 +30,17 @@ PUBLISHED = "Tiny-ImageNet is published at http://cs231n.stanford.edu/tiny-image
 USAGE = "--data tiny-imagenet:/path/to/tiny-imagenet-200 (the folder with wnids.txt, train/ and val/)"
 
 
-def read_wnids(path: Path) -> list[str]:
-    wnids, seen = [], {}
+def read_wnids(path: Path) -> dict[str, int]:
+    """wnids.txt → {wnid: its line number}; a repeated wnid names both lines."""
+    seen: dict[str, int] = {}
     for line, text in read_lines(path):
         wnid = text.split()[0]
         if wnid in seen:
             raise bad_line(path, line, f"wnid {wnid} repeats line {seen[wnid]}")
         seen[wnid] = line
-        wnids.append(wnid)
-    if len(wnids) < 2:
-        raise UserError(f"{NAME}: {path} lists {len(wnids)} class(es); expected the 200 wnids")
-    return wnids
+    if len(seen) < 2:
+        raise UserError(f"{NAME}: {path} lists {len(seen)} class(es); expected the 200 wnids")
+    return seen
 
 
 def class_names(base: Path, wnids: list[str]) -> list[str]:
@@ -56,8 +56,8 @@ def class_names(base: Path, wnids: list[str]) -> list[str]:
     return unique_names([words.get(w, w) for w in wnids], wnids)
 
 
-def train_images(base: Path, wnids: list[str], wnids_file: Path) -> tuple[list[str], np.ndarray]:
-    lines = {w: k for k, w in read_lines(wnids_file) for w in [w.split()[0]]}
+def train_images(base: Path, wnids: list[str], lines: dict[str, int], wnids_file: Path) -> tuple[list[str], np.ndarray]:
+    """Every image in train/<wnid>/images, class by class; a class without images names its wnids.txt line."""
     ids, labels = [], []
     for c, wnid in enumerate(wnids):
         folder = f"train/{wnid}/images"
@@ -73,6 +73,7 @@ def train_images(base: Path, wnids: list[str], wnids_file: Path) -> tuple[list[s
 
 
 def val_images(base: Path, index: dict[str, int]) -> tuple[list[str], np.ndarray]:
+    """val/val_annotations.txt → (val/images/... ids, labels); unknown wnids and missing images name the line."""
     path = need(base, "val/val_annotations.txt", NAME, PUBLISHED)
     files = FileIndex(base)
     ids, labels = [], []
@@ -97,10 +98,11 @@ def tiny_imagenet_dataset(path: Optional[str]) -> DataSplits:
     """Tiny-ImageNet-200: ``train/`` for training, the labelled ``val/`` as the test set."""
     base = find_base(dataset_root(path, NAME, USAGE), "wnids.txt", ("tiny-imagenet-200",))
     wnids_file = need(base, "wnids.txt", NAME, PUBLISHED)
-    wnids = sorted(read_wnids(wnids_file))
+    lines = read_wnids(wnids_file)
+    wnids = sorted(lines)
     classes = class_names(base, wnids)
     need(base, "train", NAME, PUBLISHED)
-    train_ids, train_y = train_images(base, wnids, wnids_file)
+    train_ids, train_y = train_images(base, wnids, lines, wnids_file)
     test_ids, test_y = val_images(base, {w: k for k, w in enumerate(wnids)})
     train = LabeledSet(FolderSource(base, train_ids), train_y, classes, train_y.copy())
     test = LabeledSet(FolderSource(base, test_ids), test_y, classes, test_y.copy())
