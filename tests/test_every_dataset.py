@@ -21,6 +21,8 @@ import pytest
 from noisyft import api
 from noisyft.data import DATASETS
 from noisyft.data.noise import NOISE_KINDS
+from tests.dataset_layouts import (write_clothing1m, write_cub200, write_stanford_cars, write_tiny_imagenet,
+                                   write_webvision, write_webvision_full)
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -98,6 +100,12 @@ DATASETS_CASES = {
     "fashion-mnist": write_fashion_mnist,
     "folder": write_folder,
     "demo": packaged_demo,
+    "clothing1m": write_clothing1m,
+    "tiny-imagenet": write_tiny_imagenet,
+    "cub200": write_cub200,
+    "stanford-cars": write_stanford_cars,
+    "webvision": write_webvision,
+    "webvision-full": write_webvision_full,
 }
 
 

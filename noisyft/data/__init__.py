@@ -18,6 +18,7 @@ from noisyft.data.base import DataSplits, ImageSource, LabeledSet, SubsetSource,
 from noisyft.data.datasets import DATASETS, open_dataset, read_tree
 from noisyft.data.inputs import open_images
 from noisyft.data.labels_csv import apply_labels_csv
+from noisyft.data.readers import cifarn  # also registers the official-layout dataset readers
 from noisyft.data.sources import ArraySource, FolderSource, ZipSource, find_bad_images, find_bad_indices
 from noisyft.errors import UserError
 
@@ -69,7 +70,9 @@ def _check_options(test_fraction: float, max_train: Optional[int], max_test: Opt
 def _labelled_train(train: LabeledSet, labels_csv: Optional[str], trusted: bool, info: dict) -> LabeledSet:
     """Apply the CSV, or insist that the tree had class folders."""
     root = info.get("source", "the data")
-    if labels_csv:
+    if labels_csv and cifarn.is_human_labels(labels_csv):
+        train = cifarn.apply_human_labels(labels_csv, train, info)
+    elif labels_csv:
         if train.num_classes == 1:  # one folder holding everything: not a class
             train = LabeledSet(train.source, np.full(len(train), -1), [], None)
         train, csv_info = apply_labels_csv(labels_csv, train, root=root, folder_labels_are_true=trusted)

@@ -3,7 +3,7 @@
 A spec is a path (a directory or ``.zip`` laid out as ``<class>/<file>``,
 optionally under ``train/`` and ``test/``), or ``name`` / ``name:path`` for a
 registered dataset (``cifar10``, ``cifar100``, ``fashion-mnist``, ``demo``,
-``folder``). Each factory takes the optional path and returns
+``folder``, and the official-layout readers of :mod:`noisyft.data.readers`). Each factory takes the optional path and returns
 :class:`DataSplits` whose sets carry the dataset's labels as both ``labels``
 and ``true_labels``; a test set keeps its own class list until
 :func:`noisyft.data.load_data` aligns it with the training classes.

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import io
 import pickle
+from typing import IO, Union
 
 import numpy as np
 
 
 class UnsafePickle(pickle.UnpicklingError):
     """The pickle names a global that plain data does not need."""
+
+
+class PersistentRef(pickle.UnpicklingError):
+    """The pickle refers to data stored outside it (a torch file's tensor storages); plain data never does."""
 
 
 def _numpy_globals() -> dict[tuple[str, str], object]:
@@ -56,10 +61,15 @@ class _DataUnpickler(pickle.Unpickler):
         except KeyError:
             raise UnsafePickle(f"{module}.{name}") from None
 
+    def persistent_load(self, pid):
+        raise PersistentRef(str(pid[0] if isinstance(pid, tuple) and pid else pid))
 
-def load_data_pickle(data: bytes, encoding: str = "bytes"):
-    """Unpickle ``data`` admitting only dicts, lists, tuples, str/bytes, numbers and numpy arrays.
 
-    Raises :class:`UnsafePickle` (naming the refused global) for anything else.
+def load_data_pickle(data: Union[bytes, IO[bytes]], encoding: str = "bytes"):
+    """Unpickle ``data`` (bytes, or a binary stream: one pickle is read from it) admitting only dicts, lists, tuples, str/bytes, numbers and numpy arrays.
+
+    Raises :class:`UnsafePickle` (naming the refused global) for anything else, and
+    :class:`PersistentRef` when it refers to storage outside the pickle (tensors in a torch file).
     """
-    return _DataUnpickler(io.BytesIO(data), encoding=encoding).load()
+    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    return _DataUnpickler(stream, encoding=encoding).load()
