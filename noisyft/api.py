@@ -102,7 +102,8 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
     Running the same configuration again returns the finished run instead of
     recomputing it (features are cached across runs and methods regardless).
     """
-    cfg = validate_config(dataclasses.replace(config or FitConfig(), **overrides))  # every option, before any work
+    base = dataclasses.asdict(config) if config is not None else {}
+    cfg = validate_config(FitConfig.from_dict({**base, **overrides}))  # unknown keys and every value, before any work
     method = METHODS.get(cfg.method)
     run = RunDir(cfg.run_dir(), cfg.identity(), dataclasses.asdict(cfg))  # refuses a foreign folder; locks the run
     try:

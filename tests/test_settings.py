@@ -266,3 +266,11 @@ def test_fft_baselines_honour_epochs_fft(small_tree, tmp_path, method):
     assert main(["fit", "--data", str(small_tree), "--method", method, "--epochs-fft", "1", "--out", str(out), *TINY]) == 0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics if m["phase"] == "fft"] == [1]
+
+
+def test_api_refuses_an_unknown_keyword_with_did_you_mean():
+    from noisyft import api
+    from noisyft.errors import UserError
+
+    with pytest.raises(UserError, match=r"unknown config key\(s\): epoch_lp \(did you mean epochs_lp\?\)"):
+        api.fit(data="demo", epoch_lp=3)
