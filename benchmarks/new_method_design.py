@@ -87,8 +87,10 @@ def detect_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
     c = ctx.cfg
     row: dict = {"noise": noise, "seed": seed, "realised": float(wrong.mean())}
     t = time.perf_counter()
-    det, unicon_head = cd.detect(feats, labels, C, components=cd.COMPONENTS, folds=5, epochs=c.epochs_lp, optim=ctx.lp_optim,
-                                 batch_size=c.batch_size, seed=seed, k=20, knn_temperature=0.1, ctx=ctx)
+    det = cd.detect(feats, labels, C, components=cd.COMPONENTS, folds=5, epochs=c.epochs_lp, optim=ctx.lp_optim,
+                    batch_size=c.batch_size, seed=seed, k=20, knn_temperature=0.1)
+    score, probs, unicon_head = cd.cotrain_scores(ctx)
+    det.scores["cotrain"], det.probs["cotrain"] = score, probs
     row["t_detect"] = time.perf_counter() - t
     for k in (10, 30, 50):
         p = cd.knn_probs(feats, labels, C, k=k, temperature=0.1)

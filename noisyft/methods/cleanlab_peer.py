@@ -28,6 +28,7 @@ from torch import nn
 
 from noisyft.engine import generator, head_logits, train_head_epoch
 from noisyft.losses import create_loss
+from noisyft.methods import linear_probe as probes
 from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.baselines import BASELINE_FFT_EPOCHS
 from noisyft.methods.registry import METHODS
@@ -73,18 +74,10 @@ def fit_head(ctx: Context, feats: torch.Tensor, labels: torch.Tensor, indices: n
 
 
 def out_of_fold_probs(ctx: Context, feats: torch.Tensor, folds: int) -> np.ndarray:
-    """(N, C) predicted probabilities, each row from a head that never saw that sample."""
-    from sklearn.model_selection import StratifiedKFold
-
-    labels_np, feats_np = ctx.train.labels, ctx.features("train")
-    labels = torch.as_tensor(labels_np).to(ctx.device)
-    folds = max(2, min(folds, int(np.bincount(labels_np).max())))
-    probs = np.zeros((len(labels_np), ctx.num_classes))
-    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=ctx.cfg.seed)
-    for k, (train_idx, held) in enumerate(split.split(np.zeros(len(labels_np)), labels_np)):
-        head = fit_head(ctx, feats, labels, train_idx, ctx.cfg.epochs_lp, salt=k)
-        probs[held] = head_logits(head, feats_np[held], ctx.device).softmax(1).numpy()
-    return probs
+    """(N, C) predicted probabilities, each row from a CE probe that never saw that sample."""
+    c = ctx.cfg
+    return probes.out_of_fold_probs(feats, ctx.train.labels, ctx.num_classes, folds=folds, epochs=c.epochs_lp,
+                                    optim=ctx.lp_optim, batch_size=c.batch_size, seed=c.seed, salt_base=40)
 
 
 def find_issues(ctx: Context, feats: torch.Tensor, folds: int) -> tuple[np.ndarray, np.ndarray]:

@@ -49,6 +49,7 @@ from noisyft.errors import UserError
 from noisyft.losses import ELR
 from noisyft.methods import consensus_detect as cd
 from noisyft.methods.base import Context, MethodOutput, label_quality_doc
+from noisyft.methods.mixmatch import sharpen
 from noisyft.methods.registry import METHODS
 from noisyft.methods.settings import MethodSettings
 from noisyft.options import POSITIVE, Range, option
@@ -111,12 +112,6 @@ class ConsensusSettings(MethodSettings):
 
     def check(self) -> None:
         self.component_list, self.score_component_list  # noqa: B018 (raise on a bad list)
-
-
-def sharpen(p: torch.Tensor, T: float) -> torch.Tensor:
-    """p^(1/T), renormalised per row."""
-    pt = p.clamp_min(1e-12).pow(1.0 / T)
-    return pt / pt.sum(1, keepdim=True)
 
 
 class RefurbishedTargets(nn.Module):
@@ -240,10 +235,12 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> tuple[np.ndarray, np.nda
     cfg, labels = ctx.cfg, ctx.train.labels
     feats = ctx.feature_tensor("train")
     used = list(dict.fromkeys([*s.component_list, *s.score_component_list]))
-    det, head = cd.detect(feats, labels, ctx.num_classes, components=[c for c in used if c != "cotrain"],
-                          folds=s.folds, epochs=cfg.epochs_lp, optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed,
-                          k=s.knn_k, knn_temperature=s.knn_temperature, oof_loss=s.oof_loss)
-    if "cotrain" in used:  # logs its own lp epochs and times them
+    head = None
+    with ctx.run.phase("selection"):  # out-of-fold probes, kNN agreement
+        det = cd.detect(feats, labels, ctx.num_classes, components=used, folds=s.folds, epochs=cfg.epochs_lp,
+                        optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed, k=s.knn_k,
+                        knn_temperature=s.knn_temperature, oof_loss=s.oof_loss)
+    if "cotrain" in used:  # UNICON-LP logs its own lp epochs and times them
         score, probs, head = cd.cotrain_scores(ctx)
         det.scores["cotrain"], det.probs["cotrain"] = score, probs
     with ctx.run.phase("selection"):

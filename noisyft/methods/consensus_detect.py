@@ -29,7 +29,7 @@ Everything here is a pure function of (features, labels) except
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -37,8 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisyft.config import OptimConfig
-from noisyft.engine import generator, train_head_epoch
-from noisyft.losses import create_loss
+from noisyft.methods.linear_probe import out_of_fold_probs
 from noisyft.selection import fit_per_class_gmm
 
 COMPONENTS = ("oof", "knn", "cotrain")
@@ -73,45 +72,12 @@ def ensemble_score(scores: Sequence[np.ndarray], how: str = "rank") -> np.ndarra
     raise ValueError(f"unknown combination {how!r} (rank, mean)")
 
 
-def fit_probe(feats: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, num_classes: int, *, epochs: int,
-              optim: OptimConfig, batch_size: int, seed: int, salt: int, loss: str = "ce") -> nn.Linear:
-    """A fresh linear head trained on ``indices`` of the cached features (seeded by ``seed``/``salt``)."""
-    torch.manual_seed(generator(seed, 60, salt).initial_seed())
-    head = nn.Linear(feats.shape[1], num_classes).to(feats.device)
-    opt = optim.build(head.parameters())
-    loss_fn = create_loss(loss, num_examples=len(feats), num_classes=num_classes)
-    idx = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(feats.device)
-    f, y = feats[idx], labels[idx]
-    for epoch in range(1, epochs + 1):
-        train_head_epoch(head, f, y, loss_fn, opt, batch_size=batch_size, gen=generator(seed, 61, salt, epoch), epoch=epoch)
-    return head
-
-
-@torch.no_grad()
-def _probs(head: nn.Linear, feats: torch.Tensor) -> np.ndarray:
-    head.eval()
-    return head(feats).float().softmax(1).cpu().numpy().astype(np.float64)
-
-
 def oof_probs(feats: torch.Tensor, labels: np.ndarray, num_classes: int, *, folds: int = 5, epochs: int = 20,
               optim: OptimConfig, batch_size: int = 128, seed: int = 0, loss: str = "ce") -> np.ndarray:
-    """(N, C) out-of-fold probabilities: each row from a head that never saw that sample.
-
-    Folds are stratified by the given label (capped by the largest class count, at least 2).
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    labels = np.asarray(labels, dtype=np.int64)
-    y = torch.as_tensor(labels).to(feats.device)
-    counts = np.bincount(labels, minlength=num_classes)
-    folds = max(2, min(folds, int(counts[counts > 0].min()) if (counts > 0).any() else 2))
-    probs = np.zeros((len(labels), num_classes))
-    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (train_idx, held) in enumerate(split.split(np.zeros(len(labels)), labels)):
-        head = fit_probe(feats, y, train_idx, num_classes, epochs=epochs, optim=optim, batch_size=batch_size,
-                         seed=seed, salt=k, loss=loss)
-        probs[held] = _probs(head, feats[torch.as_tensor(held).to(feats.device)])
-    return probs
+    """(N, C) out-of-fold probabilities of ``loss`` probes (the shared :func:`out_of_fold_probs`, salted apart
+    from cleanlab's so the two detectors draw independent probes)."""
+    return out_of_fold_probs(feats, labels, num_classes, folds=folds, epochs=epochs, optim=optim, batch_size=batch_size,
+                             seed=seed, salt_base=60, loss=loss)
 
 
 @torch.no_grad()
@@ -181,22 +147,14 @@ def clean_posterior(score: np.ndarray, labels: np.ndarray, num_classes: int) -> 
 
 def detect(feats: torch.Tensor, labels: np.ndarray, num_classes: int, *, components: Sequence[str], folds: int,
            epochs: int, optim: OptimConfig, batch_size: int, seed: int, k: int, knn_temperature: float,
-           ctx=None, oof_loss: str = "ce") -> tuple[DetectorScores, Optional[nn.Linear]]:
-    """Run the chosen components; returns their scores/distributions and UNICON's head when ``cotrain`` ran."""
-    unknown = sorted(set(components) - set(COMPONENTS))
-    if unknown:
-        from noisyft.errors import UserError
-
-        raise UserError(f"detector component(s) {', '.join(unknown)} unknown; choose from {', '.join(COMPONENTS)}")
-    out, head = DetectorScores(), None
+           oof_loss: str = "ce") -> DetectorScores:
+    """The pure components (``oof``, ``knn``) on cached features; ``cotrain`` is :func:`cotrain_scores`."""
+    out = DetectorScores()
     if "oof" in components:
         p = oof_probs(feats, labels, num_classes, folds=folds, epochs=epochs, optim=optim, batch_size=batch_size, seed=seed,
-                     loss=oof_loss)
+                      loss=oof_loss)
         out.probs["oof"], out.scores["oof"] = p, given_prob(p, labels)
     if "knn" in components:
         p = knn_probs(feats, labels, num_classes, k=k, temperature=knn_temperature)
         out.probs["knn"], out.scores["knn"] = p, given_prob(p, labels)
-    if "cotrain" in components:
-        s, p, head = cotrain_scores(ctx)
-        out.scores["cotrain"], out.probs["cotrain"] = s, p
-    return out, head
+    return out

@@ -75,8 +75,9 @@ class FeatureAugmentOptions:
 
 
 def sharpen(p: torch.Tensor, T: float = 0.5) -> torch.Tensor:
-    """Temperature sharpening p^(1/T), renormalised per row (T < 1 makes rows more confident)."""
-    pt = p.pow(1.0 / T)
+    """Temperature sharpening p^(1/T), renormalised per row (T < 1 makes rows more confident); entries are
+    floored at 1e-12 so a row with zeros (a neighbour vote, an underflowed softmax) stays finite."""
+    pt = p.clamp_min(1e-12).pow(1.0 / T)
     return pt / pt.sum(1, keepdim=True)
 
 
