@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from noisyft.config import OptimConfig
 from noisyft.data.base import LabeledSet, TorchImageDataset
 from noisyft.faults import maybe_die
 from noisyft.features.loader import forward_features, make_loader
@@ -141,7 +140,3 @@ def train_image_epoch(model: nn.Module, data: LabeledSet, indices: Sequence[int]
         optimizer_step(loss, opt, "fine-tuning", epoch, step)
         total, steps = total + loss.item(), steps + 1
     return total / max(steps, 1) if steps else math.nan
-
-
-def make_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
-    return cfg.build([p for p in params if p.requires_grad])

@@ -216,7 +216,7 @@ def test_cleanlab_peer_finds_flipped_labels_in_separable_features():
         train=SimpleNamespace(labels=given), num_classes=3, device=torch.device("cpu"), features=lambda split: feats,
         cfg=SimpleNamespace(seed=0, epochs_lp=15, batch_size=64),
         lp_optim=OptimConfig("adamw", 1e-2, 1e-5), run=SimpleNamespace(phase=lambda name: nullcontext()))
-    kept, quality = find_issues(ctx, torch.from_numpy(feats), folds=3)
+    kept, quality, _ = find_issues(ctx, torch.from_numpy(feats), folds=3)
     issues = np.setdiff1d(np.arange(300), kept)
     wrong = given != true
     assert wrong[issues].mean() > 0.8 and wrong[issues].sum() > 0.8 * wrong.sum()

@@ -80,14 +80,8 @@ def out_of_fold_probs(ctx: Context, feats: torch.Tensor, folds: int) -> np.ndarr
                                     optim=ctx.lp_optim, batch_size=c.batch_size, seed=c.seed, salt_base=40)
 
 
-def find_issues(ctx: Context, feats: torch.Tensor, folds: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept indices, label-quality score per sample) from cleanlab on out-of-fold LP probabilities."""
-    kept, quality, _ = _find_issues(ctx, feats, folds)
-    return kept, quality
-
-
-def _find_issues(ctx: Context, feats: torch.Tensor, folds: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`find_issues` plus the out-of-fold probabilities it used (for the confident-joint noise rate)."""
+def find_issues(ctx: Context, feats: torch.Tensor, folds: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kept indices, label-quality score per sample, the out-of-fold LP probabilities) from cleanlab."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -101,7 +95,7 @@ def _find_issues(ctx: Context, feats: torch.Tensor, folds: int) -> tuple[np.ndar
 
 def _prepare(ctx: Context, log: bool) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     feats = ctx.feature_tensor("train")
-    kept, quality, probs = _find_issues(ctx, feats, ctx.settings.folds)
+    kept, quality, probs = find_issues(ctx, feats, ctx.settings.folds)
     if log:
         ctx.log_selection(1, kept, n_issues=int(len(ctx.train) - len(kept)))
     return feats, kept, quality, probs
