@@ -154,21 +154,20 @@ def run_fft(args) -> None:
                 method, _, extra_txt = spec.partition("?")
                 extra = dict(kv.split("=", 1) for kv in extra_txt.split("&")) if extra_txt else {}
                 extra = {k: json.loads(v) if v[:1] in "[{0123456789-tf" else v for k, v in extra.items()}
-                if method.endswith("-fft"):
-                    extra.setdefault("baseline_fft_epochs", args.epochs_fft)
                 name = spec.replace("?", "_").replace("&", "_").replace("=", "-").replace(":", "")
                 res = api.fit(data=args.data, noise=noise, method=method, seed=seed, epochs_fft=args.epochs_fft,
                               out=str(out_root / f"{name}-{noise.replace(':', '')}-s{seed}"), progress=False,
                               extra=extra, **GRID)
                 s, d = res.summary, res.summary.get("detection", {})
-                row = {"noise": noise, "seed": seed, "method": spec, "val_sel": s.get("val_selected_test_acc"),
-                       "best": s.get("best_test_acc"), "last": s.get("last_test_acc"),
+                block = s.get({"lp": "probe", "fft": "fine_tuned"}.get(s.get("delivered_phase"), ""), {})
+                row = {"noise": noise, "seed": seed, "method": spec, "val": block.get("val_selected_val_acc"),
+                       "val_sel": s.get("test_acc"), "best": block.get("best_test_acc"), "last": block.get("last_test_acc"),
                        "time": s["timings"]["total"] - s["timings"].get("extraction", 0.0),
                        "auroc": d.get("auroc"), "issue_f1": d.get("issue_f1")}
                 rows.append(row)
                 print(row, flush=True)
                 (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
-    print(md_table(rows, ["noise", "seed", "method", "val_sel", "best", "last", "time", "auroc", "issue_f1"]))
+    print(md_table(rows, ["noise", "seed", "method", "val", "val_sel", "best", "last", "time", "auroc", "issue_f1"]))
 
 
 def main() -> None:

@@ -87,6 +87,25 @@ def test_temporal_ensemble_is_collected_from_the_training_pass():
     assert t.w[1] < t.w[0] and t.w[1] < t.w[2]
 
 
+def _target_loss(**settings) -> float:
+    """The fine-tuning loss on one sample labelled 0 that the detector flags and predicts as class 1 (p = 0.7)."""
+    s = ConsensusSettings(elr_lambda=0.0, **settings)
+    t = RefurbishedTargets(np.array([0]), np.array([0.1]), np.array([[0.3, 0.7]]), np.array([0.2]), s, flags=np.array([True]))
+    return float(t(torch.tensor([[2.0, 0.0]]), torch.tensor([0]), torch.arange(1)))
+
+
+def test_relabel_options_choose_the_target():
+    keep = _target_loss(relabel="none")  # CE on the given label 0, which the logits favour: small
+    flagged = _target_loss()  # target = sharpen(p) ≈ class 1: large
+    assert keep == pytest.approx(float(torch.nn.functional.cross_entropy(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))))
+    assert flagged > keep + 1.0
+    assert _target_loss(relabel_min_conf=0.8) == pytest.approx(keep)  # top probability 0.7 < 0.8: label kept
+    assert _target_loss(relabel_min_conf=0.6) == pytest.approx(flagged)
+    # GCE on the kept label: (1 − p_0^q) / q with q 0.7
+    p0 = float(torch.tensor([2.0, 0.0]).softmax(0)[0])
+    assert _target_loss(relabel="none", base_loss="gce") == pytest.approx((1 - p0 ** 0.7) / 0.7, rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     from tests.conftest import write_splits

@@ -95,7 +95,14 @@ class ConsensusSettings(MethodSettings):
                                     range=Range(0, 1))
     relabel: str = option("flagged", "which targets change: flagged (the samples cleanlab's find_label_issues flags on the "
                           "detector's prediction get the sharpened prediction, the rest keep their given label) or soft "
-                          "(every target is w·given + (1 − w)·prediction)", choices=("flagged", "soft"))
+                          "(every target is w·given + (1 − w)·prediction) or none (every sample keeps its given label)",
+                          choices=("flagged", "soft", "none"))
+    relabel_min_conf: float = option(0.0, "a flagged sample is relabelled only when the prediction's top probability "
+                                     "reaches this (0: every flag)", range=Range(0, 1))
+    base_loss: str = option("ce", "loss on the targets: ce (soft cross-entropy) or gce (generalised cross-entropy, q "
+                            "from --gce-q, on the arg-max of the target)", choices=("ce", "gce"))
+    head_init: str = option("refurbished", "fine-tuning's starting head: refurbished (step 2) or fresh (random, as the "
+                            "-fft baselines)", choices=("refurbished", "fresh"))
     elr_lambda: float = option(3.0, "weight λ of the early-learning regulariser added to the fine-tuning loss (0: off)",
                                range=Range(0, None))
     elr_beta: float = option(0.7, "momentum β of the early-learning regulariser's running targets",
@@ -123,10 +130,10 @@ class RefurbishedTargets(nn.Module):
     """
 
     def __init__(self, labels: np.ndarray, det_score: np.ndarray, det_probs: np.ndarray, w: np.ndarray, s: ConsensusSettings,
-                 flags: np.ndarray | None = None):
+                 flags: np.ndarray | None = None, q: float = 0.7):
         super().__init__()
         n, c = det_probs.shape
-        self.s = s
+        self.s, self.q = s, q
         self.elr = ELR(n, c, beta=s.elr_beta, lam=s.elr_lambda)
         self.register_buffer("flags", torch.as_tensor(np.zeros(n, bool) if flags is None else np.asarray(flags, bool)))
         self.register_buffer("labels", torch.as_tensor(np.asarray(labels, dtype=np.int64)))
@@ -150,13 +157,22 @@ class RefurbishedTargets(nn.Module):
         with torch.no_grad():
             self.current[idx] = logits.detach().float().softmax(1).to(self.current.device)
             onehot = F.one_hot(self.labels[idx], logits.shape[1]).float()
-            guess = sharpen(self.prediction()[idx], self.s.sharpen_T)
+            pred = self.prediction()[idx]
+            guess = sharpen(pred, self.s.sharpen_T)
             if self.s.relabel == "flagged":
-                t = torch.where(self.flags[idx].unsqueeze(1), guess, onehot)
-            else:
+                flag = self.flags[idx] & (pred.max(1).values >= self.s.relabel_min_conf)
+                t = torch.where(flag.unsqueeze(1), guess, onehot)
+            elif self.s.relabel == "soft":
                 w = self.w[idx].unsqueeze(1)
                 t = w * onehot + (1 - w) * guess
-        loss = -(t.to(logits.device) * F.log_softmax(logits.float(), 1)).sum(1).mean()
+            else:
+                t = onehot
+        t = t.to(logits.device)
+        if self.s.base_loss == "gce":  # GCE on the target distribution: (1 − (Σ_c t_c p_c)^q) / q
+            pt = (t * logits.float().softmax(1)).sum(1).clamp_min(1e-12)
+            loss = ((1 - pt ** self.q) / self.q).mean()
+        else:
+            loss = -(t * F.log_softmax(logits.float(), 1)).sum(1).mean()
         if self.s.elr_lambda > 0:
             loss = loss + self.s.elr_lambda * self.elr.regulariser(logits.float(), idx.to(logits.device))
         return loss
@@ -302,12 +318,15 @@ def consensus(ctx: Context) -> MethodOutput:
                                   batch_size=cfg.batch_size, seed=cfg.seed, init=head, T=s.sharpen_T)
         # fine-tuning's epoch 0: the pretrained backbone with the refurbished head (a candidate for delivery)
         rec = ctx.log_epoch("fft", 0, head=head, stage="start: pretrained backbone + refurbished head")
+        fresh = copy.deepcopy(model.head.state_dict())
         model.head.load_state_dict(head.state_dict())
+        best.offer(rec.get("val_acc"), "fft:0", model)
+        if s.head_init == "fresh":
+            model.head.load_state_dict(fresh)
         opt = ctx.fft_optim.build(model.parameters())
         states["opt"] = opt
-        targets = RefurbishedTargets(labels, score, probs, w, s, flags=cd.issue_flags(probs, labels)).to(ctx.device)
+        targets = RefurbishedTargets(labels, score, probs, w, s, flags=cd.issue_flags(probs, labels), q=cfg.gce_q).to(ctx.device)
         states["targets"] = targets
-        best.offer(rec.get("val_acc"), "fft:0", model)
     everyone = np.arange(n)
     epochs = ctx.epochs_fft
     for epoch in range(start + 1, epochs + 1):
