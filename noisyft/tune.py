@@ -200,7 +200,8 @@ class TuneSpec:
                             f"search: {{lr_fft: {{loguniform: [1.0e-5, 1.0e-3]}}}}")
         if "out" in d:
             raise UserError(f"{source}: out is set by tune (each trial writes OUT/trials/<id>; give --out OUT)")
-        search = [parse_dimension(k, v, f"{source}: search") for k, v in raw.items()]
+        # in key order: the seeded sampler then draws the same points however the file orders its keys
+        search = sorted((parse_dimension(k, v, f"{source}: search") for k, v in raw.items()), key=lambda d: d.key)
         keys = [s.key for s in search]
         for dim in search:
             if dim.key in d or (dim.key.startswith("extra.") and dim.key[len("extra."):] in (d.get("extra") or {})):
@@ -487,6 +488,9 @@ def run_tune(spec: TuneSpec, out: str | Path, *, num_samples: int = 1, address: 
             param_space={d.key: d.domain() for d in spec.search},
             tune_config=tune.TuneConfig(metric=OBJECTIVE, mode="max", num_samples=num_samples,
                                         scheduler=_scheduler(scheduler, spec),
+                                        # one process runs trial after trial (imports once); not under ASHA, whose
+                                        # stopped trial leaves its fit thread behind: there the process must end
+                                        reuse_actors=scheduler == "fifo",
                                         search_alg=BasicVariantGenerator(random_state=seed)),
             run_config=tune.RunConfig(storage_path=str(out / "ray"), name="tune", verbose=verbose))
         grid = tuner.fit()
@@ -517,7 +521,8 @@ def collect_trials(spec: TuneSpec, outcomes: list[tuple[dict, Any, dict]], setti
         if error is not None:
             row["error"] = one_line(getattr(error, "cause", None) or error) if isinstance(error, BaseException) else str(error)
         rows[path.name] = row
-    done = [r for r in rows.values() if r["status"] == "done" and r["val_acc"] is not None]
+    done = sorted((r for r in rows.values() if r["status"] == "done" and r["val_acc"] is not None),
+                  key=lambda r: r["trial"])  # ties go to the first trial by name, whatever order Tune ends them in
     best = max(done, key=lambda r: r["val_acc"]) if done else None
     return {"spec": spec.to_dict(), "settings": settings, "objective": OBJECTIVE_TEXT, "trials": list(rows.values()),
             "best": best, "counts": {s: sum(r["status"] == s for r in rows.values()) for s in ("done", "stopped", "failed")}}

@@ -2,9 +2,11 @@
 import json
 
 import pytest
+import yaml
 
 from noisyft.bench.grid import BenchSpec
 from noisyft.bench.runner import run_bench
+from noisyft.cli import main
 
 COMMON = dict(pretrained=False, image_size=32, epochs_lp=3, batch_size=16, num_workers=0, lp_optim="adamw:1e-2:1e-5")
 TIMES = ("time_total", "time_train", "timings")  # wall-clock columns: the only ones allowed to differ
@@ -39,15 +41,16 @@ def _without_times(value):
     return value
 
 
-def test_ray_executor_gives_the_local_executor_s_table(local_ray, tiny_data, tmp_path, monkeypatch):
+def test_ray_executor_gives_the_local_executor_s_table(local_ray, tiny_data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tiny_data.parent)  # relative paths in the grid: tasks work in the driver's directory
     spec = _spec("imgs")
     local = run_bench(spec, tmp_path / "local", plots=False, echo=lambda s: None)
-    lines: list[str] = []
-    on_ray = run_bench(spec, tmp_path / "ray", plots=False, echo=lines.append, executor="ray",
-                       ray_options={"cpus_per_cell": 1, "max_retries": 0})
-    assert on_ray["counts"]["done"] == local["counts"]["done"] == 2
-    assert sum(": ran" in line for line in lines) == 2
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(spec.to_dict()))
+    assert main(["bench", "--config", str(grid), "--out", str(tmp_path / "ray"), "--no-plots", "--executor", "ray",
+                 "--cpus-per-cell", "2", "--max-retries", "0"]) == 0
+    assert capsys.readouterr().out.count(": ran (") == 2
+    assert local["counts"]["done"] == 2
     saved = {name: json.loads((tmp_path / name / "results.json").read_text()) for name in ("local", "ray")}
     assert [c["cell"] for c in saved["ray"]["cells"]] == [c["cell"] for c in saved["local"]["cells"]]
     assert _without_times(saved["ray"]) == _without_times(saved["local"])  # same cells, same numbers (seeds fixed)
@@ -79,7 +82,7 @@ def test_a_failing_cell_is_retried_then_reported(local_ray, tiny_data, tmp_path)
 
     lines: list[str] = []
     res = run_bench(_spec(tiny_data), tmp_path / "b", fit=flaky_fit, plots=False, echo=lines.append, executor="ray",
-                    ray_options={"max_retries": 2})
+                    ray_options={"cpus_per_cell": 2, "max_retries": 2})
     tries = sorted(p.name.rsplit("-", 2)[0] for p in attempts.iterdir())
     assert tries.count("ce-lp") == 2 and tries.count("small-loss-lp") == 3  # 1 + max_retries for the hopeless one
     status = {c["method"]: c["status"] for c in res["cells"]}

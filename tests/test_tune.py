@@ -5,6 +5,7 @@ import sys
 import pytest
 import yaml
 
+from noisyft.cli import main
 from noisyft.errors import UserError
 from noisyft.tune import TuneSpec, apply_point, load_tune_spec, run_tune, trial_objective
 from tests.conftest import cli_error
@@ -105,12 +106,12 @@ def test_without_ray_the_commands_say_how_to_install_it(tmp_path, capsys, monkey
 # ---------------------------------------------------------------------------
 
 
-def test_two_trials_write_results_and_a_rerun_trains_nothing(local_ray, tiny_data, tmp_path, monkeypatch):
+def test_two_trials_write_results_and_a_rerun_trains_nothing(local_ray, tiny_data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tiny_data.parent)  # a relative data path: trials (which Tune runs elsewhere) get it absolute
     spec = _spec("imgs")
     out = tmp_path / "tune"
     lines: list[str] = []
-    res = run_tune(spec, out, num_samples=2, cpus_per_trial=1, verbose=0, echo=lines.append)
+    res = run_tune(spec, out, num_samples=2, cpus_per_trial=2, verbose=0, echo=lines.append)
     assert any(line.startswith("features of test_efficientnet") for line in lines)  # extracted before the trials
 
     saved = json.loads((out / "tune.json").read_text())
@@ -132,7 +133,13 @@ def test_two_trials_write_results_and_a_rerun_trains_nothing(local_ray, tiny_dat
 
     models = {p: p.stat().st_mtime_ns for p in (out / "trials").glob("*/model.safetensors")}
     assert len(models) == 2
-    again = run_tune(spec, out, num_samples=2, cpus_per_trial=1, verbose=0, plots=False, echo=lambda s: None)
+    f = tmp_path / "tune.yaml"  # the same search again, from the command line
+    f.write_text(yaml.safe_dump(spec.to_dict()))
+    assert main(["tune", "--config", str(f), "--out", str(out), "--num-samples", "2", "--cpus-per-trial", "2",
+                 "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    assert f"**Best trial: `{best['trial']}`**" in printed
+    again = json.loads((out / "tune.json").read_text())
     assert all(t["reused"] for t in again["trials"]) and len(again["trials"]) == 2
     assert {p: p.stat().st_mtime_ns for p in models} == models  # nothing trained again
     assert again["best"]["trial"] == best["trial"] and again["best"]["val_acc"] == best["val_acc"]
