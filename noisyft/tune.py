@@ -203,8 +203,9 @@ class TuneSpec:
         # in key order: the seeded sampler then draws the same points however the file orders its keys
         search = sorted((parse_dimension(k, v, f"{source}: search") for k, v in raw.items()), key=lambda d: d.key)
         keys = [s.key for s in search]
+        extra = d.get("extra") if isinstance(d.get("extra"), dict) else {}
         for dim in search:
-            if dim.key in d or (dim.key.startswith("extra.") and dim.key[len("extra."):] in (d.get("extra") or {})):
+            if dim.key in d or (dim.key.startswith("extra.") and dim.key[len("extra."):] in extra):
                 raise UserError(f"{source}: search.{dim.key}: also set outside search (drop one of the two)")
             if dim.key in LR_KEYS and LR_KEYS[dim.key][0] in keys:
                 raise UserError(f"{source}: search.{dim.key}: {LR_KEYS[dim.key][0]} is searched too (drop one of the two)")
@@ -418,6 +419,7 @@ def warm_features(spec: TuneSpec, settings: dict, echo: Callable[[str], None] = 
     from noisyft.methods import validate_config
 
     defaults: dict = {}
+    progress = spec.settings.get("progress", True) is not False  # trials run without bars; the driver may show them
     for values in _feature_settings(spec, settings):
         cfg = validate_config(FitConfig.from_dict(values))
         t = time.perf_counter()
@@ -431,7 +433,7 @@ def warm_features(spec: TuneSpec, settings: dict, echo: Callable[[str], None] = 
         for split, data in (("train", splits.train), ("val", val), ("test", splits.test)):
             if data is not None:
                 extract_features(backbone, data.source, cache_dir=cfg.cache_dir, batch_size=cfg.batch_size,
-                                 num_workers=cfg.num_workers, device=device, progress=cfg.progress,
+                                 num_workers=cfg.num_workers, device=device, progress=progress,
                                  desc=f"features:{split}")
         echo(f"features of {cfg.backbone} on {cfg.data} ready in {time.perf_counter() - t:.0f}s ({cfg.cache_dir})")
     return defaults
