@@ -199,8 +199,21 @@ def cmd_bench(ns) -> None:
         raise UserError("bench: give a grid file (--config FILE.yaml) or --quick, not both or neither")
     spec = grid.BenchSpec.from_dict(grid.QUICK, "--quick") if ns.quick else grid.load_spec(ns.config)
     out = ns.out or ("runs/bench-quick" if ns.quick else f"runs/bench-{Path(ns.config).stem}")
-    res = runner.run_bench(spec, out, plots=not ns.no_plots, run=not ns.collect_only)
+    ray_options = {"address": ns.address, "cpus_per_cell": ns.cpus_per_cell, "gpus_per_cell": ns.gpus_per_cell,
+                   "max_retries": ns.max_retries}
+    res = runner.run_bench(spec, out, plots=not ns.no_plots, run=not ns.collect_only, executor=ns.executor,
+                           ray_options=ray_options if ns.executor == "ray" else None)
     print(f"\n{results.results_markdown(res)}\nwrote {out}/results.md and results.json")
+
+
+def cmd_tune(ns) -> None:
+    from noisyft import tune
+
+    spec = tune.load_tune_spec(ns.config)
+    out = ns.out or f"runs/tune-{Path(ns.config).stem}"
+    res = tune.run_tune(spec, out, num_samples=ns.num_samples, address=ns.address, cpus_per_trial=ns.cpus_per_trial,
+                        gpus_per_trial=ns.gpus_per_trial, scheduler=ns.scheduler, plots=not ns.no_plots)
+    print(f"\n{tune.tune_markdown(res)}\nwrote {Path(out) / 'tune.md'} and tune.json")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -263,7 +276,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="bench directory (default runs/bench-<config name> or runs/bench-quick)")
     bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     bench.add_argument("--collect-only", action="store_true", help="run nothing: tabulate the cells finished so far")
+    bench.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local: cells one after another in this process; ray: cells as Ray tasks on a local Ray or "
+                            "the cluster of --address (needs pip install -e \".[dist]\") [default: local]")
+    bench.add_argument("--address", help="with --executor ray: the Ray cluster (auto, ray://HOST:10001); default: a local Ray")
+    bench.add_argument("--cpus-per-cell", type=float, default=1, help="with --executor ray: CPUs a cell holds (and its "
+                       "torch threads) [default: 1]")
+    bench.add_argument("--gpus-per-cell", type=float, default=0, help="with --executor ray: GPUs a cell holds [default: 0]")
+    bench.add_argument("--max-retries", type=int, default=2, help="with --executor ray: retries of a failed cell "
+                       "[default: 2]")
     bench.set_defaults(func=cmd_bench)
+    tun = sub.add_parser("tune", help="search fit settings with Ray Tune, scored on the noisy validation split",
+                         description="Search fit settings with Ray Tune (pip install -e \".[dist]\"): each trial is a "
+                                     "run directory OUT/trials/<id> (resumable; finished trials are not rerun), scored "
+                                     "on the noisy validation split (val_fraction), never the test split. Writes "
+                                     "OUT/tune.json, tune.md and tune.png.")
+    tun.add_argument("--config", required=True, help="YAML: fit settings (as fit --config) plus a search: block, e.g. "
+                     "search: {lr_fft: {loguniform: [1e-5, 1e-3]}, gce_q: {choice: [0.5, 0.7]}}")
+    tun.add_argument("--out", help="tune directory (default runs/tune-<config name>)")
+    tun.add_argument("--num-samples", type=int, default=1, help="random draws (per grid point) [default: 1]")
+    tun.add_argument("--address", help="Ray cluster to run the trials on (auto, ray://HOST:10001); default: a local Ray")
+    tun.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs a trial holds (its torch threads) [default: 1]")
+    tun.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs a trial holds [default: 0]")
+    tun.add_argument("--scheduler", choices=("fifo", "asha"), default="fifo",
+                     help="fifo: every trial runs to the end; asha: stop weak trials early at equal epochs [default: fifo]")
+    tun.add_argument("--no-plots", action="store_true", help="skip tune.png")
+    tun.set_defaults(func=cmd_tune)
     meth = sub.add_parser("methods", help="list the registered methods (-v: with their settings)",
                           description="List the registered methods; -v also lists each method's settings "
                                       "(--extra KEY=VALUE) with defaults and help, and its fine-tuning budget.")

@@ -37,8 +37,8 @@ LAYERS: dict[str, int] = {
     "noisyft.report": 8,
     # 9 the Python API (fit, resume, detect, predict, report, demo)
     "noisyft.api": 9,
-    # 10 grids of fits over the API
-    "noisyft.bench": 10,
+    # 10 grids of fits over the API; search over fit settings (Ray Tune); the Ray connection both use
+    "noisyft.bench": 10, "noisyft.tune": 10, "noisyft.ray_session": 10,
     # 11 the command line
     "noisyft.cli": 11, "noisyft.__main__": 11,
 }

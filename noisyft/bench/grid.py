@@ -330,6 +330,8 @@ def run_cell(spec: BenchSpec, cell: Cell, bench_dir: Path, fit: Callable) -> str
         if cell_finished(path):  # finished by another process between our check and our claim
             return "done"
         err = path / "error.txt"
+        # the last attempt's error goes first: a folder holding only error.txt is not a run, and fit would refuse it
+        err.unlink(missing_ok=True)
         try:
             fit(spec.fit_config(cell, bench_dir))
         except Exception as e:  # one broken cell must not stop the grid; KeyboardInterrupt still does
