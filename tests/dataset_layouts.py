@@ -249,3 +249,13 @@ def _png(label: int, num_classes: int, rng: np.random.Generator) -> bytes:
     buf = io.BytesIO()
     Image.open(io.BytesIO(jpeg_bytes(label, num_classes, rng))).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def write_imagenet_val(root: Path, classes=(0, 1, 50), per_class: int = 2) -> Path:
+    """webvision/imagenet/val/<wnid>/*.JPEG beside a WebVision tree (wnids as in its info/synsets.txt)."""
+    rng = np.random.default_rng(10)
+    folder = root / "webvision" / "imagenet" / "val"
+    for c in classes:
+        for j in range(per_class):
+            write_image(folder / f"n{c:08d}" / f"ILSVRC2012_val_{c * 10 + j:08d}.JPEG", c, WEBVISION_CLASSES, rng, size=16)
+    return folder
