@@ -142,6 +142,13 @@ def test_wds_bad_shards_name_the_shard_and_sample(tmp_path, members, error):
     assert "\n" not in str(e.value)
 
 
+def test_wds_glob_pattern_with_a_question_mark(tmp_path):
+    write_wds(tmp_path / "w")
+    splits = open_dataset(f"wds:{tmp_path}/w/train-00000?.tar?test={tmp_path}/w/test-*.tar")
+    assert (len(splits.train), len(splits.test)) == (12, 6)
+    assert len(open_dataset(f"wds:{tmp_path}/w/train-00000?.tar").train) == 12
+
+
 def test_wds_missing_shard_and_compressed_shard(tmp_path):
     write_wds(tmp_path / "w")
     with pytest.raises(UserError, match=r"shard .*train-000002.tar not found \(pattern .* names 3 shard\(s\)\)"):

@@ -118,10 +118,11 @@ def spec_options(path: Optional[str], name: str, allowed: dict[str, str]) -> tup
     """Split ``PATH?key=value&key=value`` (the reader options of a ``--data`` spec) into the path and the options.
 
     ``allowed`` maps each option to its help; an unknown or repeated option, or one without a
-    value, is a one-line UserError listing them.
+    value, is a one-line UserError listing them. Text after the last ``?`` without any ``=`` is not
+    options but part of the path (a glob's ``?`` wildcard).
     """
-    if not path or "?" not in path:
-        return path, {}
+    if not path or "?" not in path or "=" not in path.rpartition("?")[2]:
+        return path, {}  # no options (a ``?`` without ``key=`` is part of the path, e.g. a glob's wildcard)
     path, _, query = path.rpartition("?")
     opts: dict[str, str] = {}
     listed = ", ".join(f"{k}= ({v})" for k, v in allowed.items())
