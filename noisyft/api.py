@@ -71,11 +71,24 @@ def finish(ctx: Context, out: MethodOutput, splits: DataSplits, noise_info: dict
     run.write_frame(LABEL_ISSUES, issues)
     run.save_model(out.model, model_meta(cfg.backbone, ctx.backbone, train.classes, cfg.allow_remote_code))
     summary = run_summary(cfg, run, issues, splits, noise_info, noise_rate=_noise_rate(ctx, out, issues))
+    summary.update(_extra_tests(ctx, out.model, splits))
     run.write_json(SUMMARY, summary)
     run.close()
     run.finish("done")
     run.drop_checkpoint()
     return FitResult(run.path, summary, issues, out.model)
+
+
+def _extra_tests(ctx: Context, model: torch.nn.Module, splits: DataSplits) -> dict:
+    """``test_acc_<name>`` and ``n_test_<name>`` of the delivered model on each further test set of the data
+    (WebVision's ILSVRC2012 validation images: ``test_acc_imagenet``)."""
+    out = {}
+    for name, data in splits.extra_tests.items():
+        logits = image_logits(model, data, ctx.eval_tf(), device=ctx.device, batch_size=ctx.cfg.batch_size,
+                              num_workers=ctx.cfg.num_workers, desc=f"eval:{name}", progress=ctx.cfg.progress)
+        out[f"test_acc_{name}"] = float((logits.argmax(1).numpy() == data.labels).mean())
+        out[f"n_test_{name}"] = len(data)
+    return out
 
 
 def _noise_rate(ctx: Context, out: MethodOutput, issues: pd.DataFrame) -> dict:

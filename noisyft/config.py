@@ -54,7 +54,9 @@ class FitConfig:
 
     data: str = option("demo", "training images: a folder or .zip tree (root/<class>/<file>, optional train/ and test/), "
                        "or a dataset: demo, cifar10:PATH, cifar100:PATH, fashion-mnist[:PATH], clothing1m:PATH, "
-                       "webvision:PATH (mini), webvision-full:PATH, tiny-imagenet:PATH, cub200:PATH, stanford-cars:PATH")
+                       "webvision:PATH (mini), webvision-full:PATH, tiny-imagenet:PATH, cub200:PATH, stanford-cars:PATH, "
+                       "hf:DIR_OR_HUB_ID[:SPLIT][?image=COL&label=COL&test=SPLIT] (Hugging Face datasets), "
+                       "wds:'SHARDS-{000..099}.tar'[?test=PATTERN] (WebDataset tar shards)")
     labels: Optional[str] = option(None, "CSV with columns path,label giving the (possibly wrong) labels; overrides folder labels; "
                                    "or CIFAR-N human labels: cifar10n:KIND:FILE (aggre, worse, random1-3), cifar100n:noisy:FILE")
     test: Optional[str] = option(None, "separate test tree (folder or zip)")

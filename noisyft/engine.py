@@ -75,11 +75,18 @@ def train_head_epoch(head: nn.Linear, feats: torch.Tensor, labels: torch.Tensor,
 
 @torch.no_grad()
 def head_logits(head: nn.Linear, feats: np.ndarray | torch.Tensor, device: torch.device, batch_size: int = 8192) -> torch.Tensor:
-    """Logits of a linear head over cached features (eval mode), on the CPU."""
+    """Logits of a linear head over cached features (eval mode), on the CPU.
+
+    Written batch by batch into one preallocated tensor: at a million rows a list of batches plus
+    their concatenation would hold the logits twice at the peak.
+    """
     head.eval()
-    out = [head(torch.from_numpy(np.array(feats[i: i + batch_size], dtype=np.float32)).to(device)).float().cpu()
-           for i in range(0, len(feats), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, head.out_features)
+    out = torch.empty(len(feats), head.out_features)
+    for i in range(0, len(feats), batch_size):
+        x = feats[i: i + batch_size]
+        x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
+        out[i: i + len(x)] = head(x.to(device)).float().cpu()
+    return out
 
 
 @torch.no_grad()

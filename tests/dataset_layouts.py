@@ -6,6 +6,7 @@ Each writer makes a few class-coloured images per class plus the dataset's own l
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,100 @@ def write_webvision(root: Path, full: bool = False) -> tuple[str, dict]:
 
 def write_webvision_full(root: Path) -> tuple[str, dict]:
     return write_webvision(root, full=True)
+
+
+HF_CLASSES = ["cat", "dog", "bird"]
+
+
+def hf_splits(train_per_class: int = 4, test_per_class: int = 2) -> dict:
+    """A ``datasets.DatasetDict`` (train, test) with an ``img`` Image column and a ``fine_label`` ClassLabel column."""
+    import io
+
+    import datasets
+
+    rng = np.random.default_rng(8)
+    feats = datasets.Features({"idx": datasets.Value("int64"), "img": datasets.Image(),
+                               "fine_label": datasets.ClassLabel(names=HF_CLASSES)})
+    out = {}
+    for split, per in (("train", train_per_class), ("test", test_per_class)):
+        ys = [c for c in range(len(HF_CLASSES)) for _ in range(per)]
+        imgs = []
+        for c in ys:
+            buf = io.BytesIO()
+            level = 40 + 180 * c / (len(HF_CLASSES) - 1)
+            px = np.clip(level + rng.normal(0, 20, (24, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(buf, format="PNG")
+            imgs.append({"bytes": buf.getvalue(), "path": None})
+        out[split] = datasets.Dataset.from_dict({"idx": list(range(len(ys))), "img": imgs, "fine_label": ys},
+                                                features=feats)
+    return datasets.DatasetDict(out)
+
+
+def write_hf(root: Path, train_per_class: int = 4, test_per_class: int = 2) -> tuple[str, dict]:
+    """A Hugging Face ``save_to_disk`` folder (dataset_dict.json, train/, test/ Arrow files)."""
+    hf_splits(train_per_class, test_per_class).save_to_disk(str(root / "hfdata"))
+    return f"hf:{root / 'hfdata'}", dict(n_train=train_per_class * 3, n_test=test_per_class * 3, classes=HF_CLASSES)
+
+
+WDS_CLASSES = ["apple", "pear", "plum"]
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
+    """A plain tar of ``(name, bytes)`` members, in order."""
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+def jpeg_bytes(label: int, num_classes: int, rng: np.random.Generator, size: int = 24) -> bytes:
+    import io
+
+    level = 40 + 180 * label / max(num_classes - 1, 1)
+    px = np.clip(level + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(px).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def write_wds(root: Path, train_per_class: int = 4, test_per_class: int = 2) -> tuple[str, dict]:
+    """WebDataset shards: train-000000.tar, train-000001.tar (labels as .cls, then .json) and test-000000.tar,
+    with classes.txt beside them."""
+    rng = np.random.default_rng(9)
+    k = len(WDS_CLASSES)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(WDS_CLASSES) + "\n")
+    train = [(f"s{n:05d}", c) for n, c in enumerate(c for c in range(k) for _ in range(train_per_class))]
+    half = len(train) // 2
+    write_tar(root / "train-000000.tar", [m for key, c in train[:half] for m in (
+        (f"{key}.jpg", jpeg_bytes(c, k, rng)), (f"{key}.cls", str(c).encode()))])
+    write_tar(root / "train-000001.tar", [m for key, c in train[half:] for m in (
+        (f"{key}.json", json.dumps({"label": WDS_CLASSES[c]}).encode()), (f"{key}.jpg", jpeg_bytes(c, k, rng)))])
+    test = [(f"t{n:05d}", c) for n, c in enumerate(c for c in range(k) for _ in range(test_per_class))]
+    write_tar(root / "test-000000.tar", [m for key, c in test for m in (
+        (f"{key}.png", _png(c, k, rng)), (f"{key}.cls", str(c).encode()))])
+    spec = f"wds:{root}/train-{{000000..000001}}.tar?test={root}/test-000000.tar"
+    return spec, dict(n_train=train_per_class * k, n_test=test_per_class * k, classes=WDS_CLASSES)
+
+
+def _png(label: int, num_classes: int, rng: np.random.Generator) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(jpeg_bytes(label, num_classes, rng))).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_imagenet_val(root: Path, classes=(0, 1, 50), per_class: int = 2) -> Path:
+    """webvision/imagenet/val/<wnid>/*.JPEG beside a WebVision tree (wnids as in its info/synsets.txt)."""
+    rng = np.random.default_rng(10)
+    folder = root / "webvision" / "imagenet" / "val"
+    for c in classes:
+        for j in range(per_class):
+            write_image(folder / f"n{c:08d}" / f"ILSVRC2012_val_{c * 10 + j:08d}.JPEG", c, WEBVISION_CLASSES, rng, size=16)
+    return folder

@@ -21,8 +21,8 @@ import pytest
 from noisyft import api
 from noisyft.data import DATASETS
 from noisyft.data.noise import NOISE_KINDS
-from tests.dataset_layouts import (write_clothing1m, write_cub200, write_stanford_cars, write_tiny_imagenet,
-                                   write_webvision, write_webvision_full)
+from tests.dataset_layouts import (write_clothing1m, write_cub200, write_hf, write_stanford_cars, write_tiny_imagenet,
+                                   write_wds, write_webvision, write_webvision_full)
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -106,6 +106,8 @@ DATASETS_CASES = {
     "stanford-cars": write_stanford_cars,
     "webvision": write_webvision,
     "webvision-full": write_webvision_full,
+    "hf": write_hf,
+    "wds": write_wds,
 }
 
 

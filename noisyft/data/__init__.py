@@ -56,7 +56,11 @@ def load_data(spec: str, *, labels_csv: Optional[str] = None, test: Optional[str
         train, test_set = _skip_bad(train, test_set, info)
     info.update(train_images=len(train), test_images=0 if test_set is None else len(test_set),
                 num_classes=train.num_classes)
-    return DataSplits(train, test_set, name=splits.name, info=info)
+    extra = {k: _cap(v, max_test, seed, f"test_{k}", info) for k, v in splits.extra_tests.items()}
+    info.update({f"test_{k}_images": len(v) for k, v in extra.items()})
+    if splits.val is not None:
+        info["val_images"] = len(splits.val)
+    return DataSplits(train, test_set, name=splits.name, info=info, val=splits.val, extra_tests=extra)
 
 
 def _check_options(test_fraction: float, max_train: Optional[int], max_test: Optional[int]) -> None:

@@ -1,4 +1,5 @@
-"""A run's data from its config: load, inject noise if asked, carve the noisy validation split.
+"""A run's data from its config: load, inject noise if asked, carve the noisy validation split (or take the
+dataset's own clean one, e.g. ``clothing1m:PATH?val=clean``).
 
 One function, used by ``fit`` and by the report (which rebuilds a finished run's training set
 from its ``config.json``): everything is seeded, so the same config gives the same samples.
@@ -24,7 +25,10 @@ def prepare_data(cfg: FitConfig) -> tuple[DataSplits, Optional[LabeledSet], dict
         if cfg.labels:
             raise UserError("--noise and --labels both given: the CSV already holds the given labels; drop one")
         splits.train, noise_info = apply_noise(parse_noise(cfg.noise), splits.train, cfg.seed)
-    val = None
+    val = splits.val  # the dataset's own clean validation set, when the spec asked for it
+    if val is not None and cfg.val_fraction > 0:
+        raise UserError(f"--val-fraction {cfg.val_fraction:g} and the dataset's own validation set ({cfg.data}) both "
+                        f"given: drop one")
     if cfg.val_fraction > 0:
         keep, held = stratified_holdout(splits.train.labels, cfg.val_fraction, cfg.seed + 1)
         val, splits.train = splits.train.subset(held), splits.train.subset(keep)

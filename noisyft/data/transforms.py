@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
@@ -41,14 +43,40 @@ def _to_tensor(pre: Preprocess) -> list:
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(pre.mean, pre.std)]
 
 
+_PIL_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+
+
+class EvalResize:
+    """PIL image → uint8 CHW tensor: shorter side resized to ``size``, centre crop of ``size`` × ``size``.
+
+    Pixel for pixel what ``T.Resize(size) → T.CenterCrop(size) → T.ToImage()`` gives on a PIL
+    image (the same PIL ``resize`` call, torchvision's output size and crop offsets; tested), in
+    one step: torchvision's per-transform dispatch cost more than the resize itself for small
+    images, and it runs once per image in the decoding workers.
+    """
+
+    def __init__(self, size: int, interpolation: str = "bicubic"):
+        self.size, self.resample = size, _PIL_RESAMPLE.get(interpolation, Image.BICUBIC)
+
+    def __call__(self, im: Image.Image) -> torch.Tensor:
+        s, (w, h) = self.size, im.size
+        nw, nh = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
+        if (nw, nh) != (w, h):
+            im = im.resize((nw, nh), self.resample)
+        left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
+        if (left, top, nw, nh) != (0, 0, s, s):
+            im = im.crop((left, top, left + s, top + s))
+        return torch.from_numpy(np.array(im, dtype=np.uint8).reshape(s, s, -1)).permute(2, 0, 1)
+
+
 def eval_resize(pre: Preprocess) -> T.Compose:
     """The geometric half of :func:`eval_transform`: PIL image → uint8 tensor at the backbone's size.
 
     PIL resizes in uint8, so keeping this output loses nothing: :func:`normalize` of it gives
-    exactly :func:`eval_transform`'s tensor (what the in-memory eval images rely on).
+    exactly :func:`eval_transform`'s tensor (what the in-memory eval images rely on, and what
+    feature extraction does: workers send uint8 images, the main process normalises whole batches).
     """
-    return T.Compose([T.Resize(pre.size, interpolation=_interp(pre.interpolation), antialias=True),
-                      T.CenterCrop(pre.size), T.ToImage()])
+    return T.Compose([EvalResize(pre.size, pre.interpolation)])
 
 
 def normalize(pre: Preprocess) -> T.Compose:

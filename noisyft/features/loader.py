@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from noisyft.backbones.base import Backbone
 from noisyft.data.base import ImageSource, TorchImageDataset
-from noisyft.data.transforms import eval_transform
+from noisyft.data.transforms import eval_resize, normalize
 
 
 def default_workers() -> int:
@@ -43,11 +43,16 @@ def source_features(backbone: Backbone, source: ImageSource, rows: np.ndarray, *
     """Eval-mode float32 features of ``source`` at ``rows``, uncached (what the feature cache stores per shard).
 
     The caller puts ``backbone`` in eval mode on ``device``; ``bar`` (a tqdm) advances by each batch.
+    Workers decode and resize (:func:`eval_resize`, uint8: a quarter of the bytes through shared
+    memory) and the main process normalises each batch at once: the same numbers as
+    :func:`eval_transform` per image (tested), with less work per image where decoding bounds extraction.
     """
-    loader = make_loader(TorchImageDataset(source, eval_transform(backbone.preprocess), rows), batch_size, num_workers)
+    pre = backbone.preprocess
+    loader = make_loader(TorchImageDataset(source, eval_resize(pre), rows), batch_size, num_workers)
+    norm = normalize(pre)
     out = []
     for x, _, _ in loader:
-        out.append(forward_features(backbone, x, device).cpu().numpy())
+        out.append(forward_features(backbone, norm(x.to(device, non_blocking=True)), device).cpu().numpy())
         if bar is not None:
             bar.update(len(x))
     return np.concatenate(out).astype(np.float32)

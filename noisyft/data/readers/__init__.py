@@ -10,3 +10,5 @@ from noisyft.data.readers import tiny_imagenet  # noqa: F401
 from noisyft.data.readers import cub200  # noqa: F401
 from noisyft.data.readers import stanford_cars  # noqa: F401
 from noisyft.data.readers import webvision  # noqa: F401
+from noisyft.data.readers import hf  # noqa: F401
+from noisyft.data.readers import wds  # noqa: F401

@@ -7,7 +7,9 @@
     clean_label_kv.txt           the same for the human-checked clean labels
     noisy_train_key_list.txt     the training keys (one a line); labels from noisy_label_kv.txt
     clean_test_key_list.txt      the test keys; labels from clean_label_kv.txt
-    clean_val_key_list.txt       (optional) the clean validation keys: counted in the data info, not used
+    clean_val_key_list.txt       (optional) the clean validation keys: with ``clothing1m:PATH?val=clean`` they are
+                                 the run's validation set (model selection on clean labels, as the
+                                 literature does) instead of a share carved from the noisy training set
     images/...                   the JPEGs the keys name (relative to PATH)
 
 The noisy training images' true labels are not known for most of them, so the training set
@@ -25,13 +27,14 @@ import numpy as np
 from noisyft.data.base import DataSplits, LabeledSet
 from noisyft.data.datasets import DATASETS
 from noisyft.data.readers.common import (FileIndex, bad_line, dataset_root, find_base, need, parse_int, read_lines,
-                                         safe_relpath, unique_names)
+                                         safe_relpath, spec_options, unique_names)
 from noisyft.data.sources import FolderSource
 from noisyft.errors import UserError
 
 NAME = "clothing1m"
 PUBLISHED = "Clothing1M is distributed by its authors on request (github.com/Cysu/noisy_label)"
-USAGE = "--data clothing1m:/path/to/clothing1m (the folder with noisy_label_kv.txt and images/)"
+USAGE = "--data clothing1m:/path/to/clothing1m[?val=clean] (the folder with noisy_label_kv.txt and images/)"
+OPTIONS = {"val": "clean: the clean validation keys (clean_val_key_list.txt) are the validation set"}
 
 
 def read_kv(path: Path, num_classes: int) -> dict[str, int]:
@@ -72,6 +75,9 @@ def read_split(path: Path, labels: dict[str, int], kv_name: str, files: FileInde
 @DATASETS.register(NAME)
 def clothing1m_dataset(path: Optional[str]) -> DataSplits:
     """Clothing1M: train on ``noisy_train_key_list.txt`` (noisy labels), test on ``clean_test_key_list.txt``."""
+    path, opts = spec_options(path, NAME, OPTIONS)
+    if opts.get("val", "clean") != "clean":
+        raise UserError(f"{NAME}: val={opts['val']} is not an option value; val=clean uses clean_val_key_list.txt")
     base = find_base(dataset_root(path, NAME, USAGE), "noisy_label_kv.txt", ("clothing1m", "Clothing1M", "clothing1M"))
     got = lambda rel: need(base, rel, NAME, PUBLISHED)  # noqa: E731
     names_file = got("category_names_eng.txt")
@@ -88,6 +94,11 @@ def clothing1m_dataset(path: Optional[str]) -> DataSplits:
     test = LabeledSet(FolderSource(base, test_keys), test_y, classes, test_y.copy())
     info = {"dataset": NAME, "source": str(base), "layout": "clothing1m",
             "train_with_clean_label": sum(k in clean for k in train_keys)}
-    if (base / "clean_val_key_list.txt").is_file():
+    val = None
+    if "val" in opts:
+        val_keys, val_y = read_split(got("clean_val_key_list.txt"), clean, "clean_label_kv.txt", files)
+        val = LabeledSet(FolderSource(base, val_keys), val_y, classes, val_y.copy())
+        info["val_from"] = "clean_val_key_list.txt"
+    elif (base / "clean_val_key_list.txt").is_file():
         info["clean_val_keys"] = sum(1 for _ in read_lines(base / "clean_val_key_list.txt"))
-    return DataSplits(train, test, name=NAME, info=info)
+    return DataSplits(train, test, name=NAME, info=info, val=val)

@@ -112,3 +112,32 @@ def unique_names(names: Sequence[str], keys: Sequence[str]) -> list[str]:
     for n in names:
         seen[n] = seen.get(n, 0) + 1
     return [n if seen[n] == 1 else f"{n} ({k})" for n, k in zip(names, keys)]
+
+
+def spec_options(path: Optional[str], name: str, allowed: dict[str, str]) -> tuple[Optional[str], dict[str, str]]:
+    """Split ``PATH?key=value&key=value`` (the reader options of a ``--data`` spec) into the path and the options.
+
+    ``allowed`` maps each option to its help; an unknown or repeated option, or one without a
+    value, is a one-line UserError listing them. Text after the last ``?`` without any ``=`` is not
+    options but part of the path (a glob's ``?`` wildcard).
+    """
+    if not path or "?" not in path or "=" not in path.rpartition("?")[2]:
+        return path, {}  # no options (a ``?`` without ``key=`` is part of the path, e.g. a glob's wildcard)
+    path, _, query = path.rpartition("?")
+    opts: dict[str, str] = {}
+    listed = ", ".join(f"{k}= ({v})" for k, v in allowed.items())
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if key not in allowed:
+            raise UserError(f"{name}: unknown option {key!r} in the data spec; options: {listed or 'none'}")
+        if not eq or not value:
+            raise UserError(f"{name}: option {key} needs a value ({key}=...); {allowed[key]}")
+        if key in opts:
+            raise UserError(f"{name}: option {key} is given twice in the data spec")
+        opts[key] = value
+    return path or None, opts
+
+
+def cache_root() -> Path:
+    """``$NOISYFT_CACHE`` or ``~/.cache/noisyft`` (what the feature cache uses; readers keep their indexes there too)."""
+    return Path(os.environ.get("NOISYFT_CACHE") or Path.home() / ".cache" / "noisyft")

@@ -10,11 +10,17 @@ Flickr list is there), where PATH holds (the resized release)::
     info/synsets.txt                 (optional) "n01440764 tench, Tinca tinca": class names, one a line (line k = id k-1)
     google/..., flickr/..., val_images_256/ (or val_images/)
 
-The training labels are the (noisy) web labels; no true labels are known for them. The
-ILSVRC2012 validation set, which the literature reports as a second test set, is not read here.
+The training labels are the (noisy) web labels; no true labels are known for them.
+
+The ILSVRC2012 validation images, which the literature reports as a second test set, are read
+when present as ``<wnid>/<image>`` folders (ImageNet's usual prepared layout) in
+``PATH/imagenet/val`` (or ``PATH/ILSVRC2012_img_val``, ``PATH/imagenet_val``), or in the folder
+given with ``webvision:PATH?imagenet=DIR``; the wnids are matched to the classes through
+``info/synsets.txt``. A run then reports ``test_acc_imagenet`` beside ``test_acc``.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -23,13 +29,37 @@ import numpy as np
 from noisyft.data.base import DataSplits, LabeledSet
 from noisyft.data.datasets import DATASETS
 from noisyft.data.readers.common import (FileIndex, bad_line, dataset_root, find_base, need, parse_int, read_lines,
-                                         safe_relpath, unique_names)
-from noisyft.data.sources import FolderSource
+                                         safe_relpath, spec_options, unique_names)
+from noisyft.data.sources import FolderSource, is_image_name
 from noisyft.errors import UserError
 
 PUBLISHED = "WebVision 1.0 is published at https://data.vision.ee.ethz.ch/cvl/webvision/dataset2017.html"
 MINI_CLASSES = 50
 VAL_FOLDERS = ("val_images_256", "val_images")
+IMAGENET_FOLDERS = ("imagenet/val", "ILSVRC2012_img_val", "imagenet_val")
+OPTIONS = {"imagenet": "the ILSVRC2012 validation images as <wnid>/<image> folders (a second test set)"}
+
+
+def imagenet_val(base: Path, folder: Path, classes: list[str], name: str) -> LabeledSet:
+    """The ILSVRC2012 validation images of ``classes`` from ``folder/<wnid>/<image>``, labelled via info/synsets.txt."""
+    synsets = need(base, "info/synsets.txt", name, "it maps the ILSVRC2012 validation folders (wnids) to classes")
+    index = {text.split(None, 1)[0]: k for k, (_, text) in enumerate(read_lines(synsets))}
+    ids, labels = [], []
+    for wnid in sorted(os.listdir(folder)):
+        if not (folder / wnid).is_dir():
+            continue
+        if wnid not in index:
+            raise UserError(f"{name}: {folder / wnid}: {wnid} is not a wnid listed in {synsets} "
+                            f"(expected the ILSVRC2012 validation images as <wnid>/<image>)")
+        if index[wnid] >= len(classes):
+            continue  # a class mini-WebVision leaves out
+        files = sorted(f for f in os.listdir(folder / wnid) if is_image_name(f))
+        ids += [f"{wnid}/{f}" for f in files]
+        labels += [index[wnid]] * len(files)
+    if not ids:
+        raise UserError(f"{name}: {folder} holds no images of the {len(classes)} classes as <wnid>/<image> folders")
+    y = np.asarray(labels, dtype=np.int64)
+    return LabeledSet(FolderSource(folder, ids), y, classes, y.copy())
 
 
 def class_names(base: Path, count: Optional[int]) -> list[str]:
@@ -65,7 +95,8 @@ def read_list(path: Path, num_classes: int, known: int, files: FileIndex, folder
 
 
 def load_webvision(path: Optional[str], name: str, mini: bool) -> DataSplits:
-    usage = f"--data {name}:/path/to/webvision (the folder with info/ and google/)"
+    usage = f"--data {name}:/path/to/webvision[?imagenet=DIR] (the folder with info/ and google/)"
+    path, opts = spec_options(path, name, OPTIONS)
     base = find_base(dataset_root(path, name, usage), "info/train_filelist_google.txt", ("webvision", "WebVision"))
     lists = [need(base, "info/train_filelist_google.txt", name, PUBLISHED)]
     if not mini and (base / "info" / "train_filelist_flickr.txt").is_file():
@@ -93,7 +124,16 @@ def load_webvision(path: Optional[str], name: str, mini: bool) -> DataSplits:
     test = LabeledSet(FolderSource(base, test_ids), test_y, classes, test_y.copy())
     info = {"dataset": name, "source": str(base), "layout": "webvision", "subset": "mini" if mini else "full",
             "train_lists": [p.name for p in lists]}
-    return DataSplits(train, test, name=name, info=info)
+    extra = {}
+    folder = Path(opts["imagenet"]).expanduser() if "imagenet" in opts else \
+        next((base / f for f in IMAGENET_FOLDERS if (base / f).is_dir()), None)
+    if folder is not None:
+        if not folder.is_dir():
+            raise UserError(f"{name}: imagenet={folder}: not a folder; give the ILSVRC2012 validation images as "
+                            f"<wnid>/<image> folders")
+        extra["imagenet"] = imagenet_val(base, folder, classes, name)
+        info["imagenet_val"] = str(folder)
+    return DataSplits(train, test, name=name, info=info, extra_tests=extra)
 
 
 @DATASETS.register("webvision")
