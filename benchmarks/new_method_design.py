@@ -143,6 +143,14 @@ def run_detect(args) -> None:
     print(md_table(rows, ["noise", "seed"] + [k for k in rows[0] if k.startswith(("f1_", "val_", "t_"))]))
 
 
+def _value(text: str):
+    """A variant's ``KEY=VALUE`` value: JSON where it parses (numbers, booleans, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def run_fft(args) -> None:
     from noisyft import api
 
@@ -153,7 +161,7 @@ def run_fft(args) -> None:
             for spec in args.methods:
                 method, _, extra_txt = spec.partition("?")
                 extra = dict(kv.split("=", 1) for kv in extra_txt.split("&")) if extra_txt else {}
-                extra = {k: json.loads(v) if v[:1] in "[{0123456789-tf" else v for k, v in extra.items()}
+                extra = {k: _value(v) for k, v in extra.items()}
                 name = spec.replace("?", "_").replace("&", "_").replace("=", "-").replace(":", "")
                 res = api.fit(data=args.data, noise=noise, method=method, seed=seed, epochs_fft=args.epochs_fft,
                               out=str(out_root / f"{name}-{noise.replace(':', '')}-s{seed}"), progress=False,
