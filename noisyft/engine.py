@@ -155,15 +155,25 @@ def train_image_epoch(model: nn.Module, data: LabeledSet, indices: Sequence[int]
     return total / max(steps, 1) if steps else math.nan
 
 
+class _Positions(torch.utils.data.Dataset):
+    """0…n-1 as a dataset: what a DataLoader's sampler yields, without loading any image."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> int:
+        return k
+
+
 def epoch_batches(n: int, batch_size: int, gen: torch.Generator, drop_last: bool) -> list[np.ndarray]:
-    """The positions of each batch of one shuffled epoch, in the order one process's DataLoader draws them
-    (it takes its workers' base seed from ``gen`` first, then the permutation)."""
-    torch.empty((), dtype=torch.int64).random_(generator=gen)
-    order = torch.randperm(n, generator=gen).numpy()
-    batches = [order[s: s + batch_size] for s in range(0, n, batch_size)]
-    if drop_last and batches and len(batches[-1]) < batch_size:
-        batches.pop()
-    return batches
+    """The positions of each batch of one shuffled epoch, exactly as :func:`train_image_epoch`'s single process
+    draws them: the same DataLoader construction over the same generator, wrapped in the same progress bar
+    (``tqdm.auto`` opens the loader's iterator once more, and each opening takes a seed from the generator)."""
+    loader = make_loader(_Positions(n), batch_size, 0, shuffle=True, generator=gen, drop_last=drop_last)
+    return [b.numpy() for b in tqdm(loader, disable=True)]
 
 
 def train_image_epoch_ddp(model: nn.Module, data: LabeledSet, indices: Sequence[int], transform: Callable,
