@@ -1,0 +1,112 @@
+"""Benchmark: TURN with 2 processes (``torchrun --nproc_per_node 2``, gloo) against 1 process, same data and settings.
+
+Data: the packaged CIFAR-10 demo (2,000 train / 500 test images) with 60% symmetric noise,
+efficientnet_lite0 (pretrained, offline) at a small input size. Each configuration gets the
+whole machine: one process with all cores as torch threads, or N processes with cores/N
+threads each; no decoding workers (``--num-workers 0``) and a fresh feature cache each, so
+extraction is measured too. Reported per phase: the run's own ``timings.json`` (rank 0's wall
+time per phase) and the whole command's wall time; and whether the results agree: the feature
+cache entries (bytes), the first selection, the per-epoch test accuracy and selection counts,
+and the largest weight difference of the final models.
+
+    python benchmarks/distributed_turn.py [--image-size 64] [--epochs-lp 10] [--epochs-fft 2] [--worlds 1 2]
+
+Writes ``benchmarks/results/distributed_turn.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import common  # noqa: E402
+
+PHASES = ["extraction", "lp", "selection", "fft", "evaluation"]
+
+
+def run(world: int, base: Path, args) -> dict:
+    out, cache = base / f"run-{world}", base / f"cache-{world}"
+    threads = max(1, (os.cpu_count() or 2) // world)
+    env = {**os.environ, "NOISYFT_CACHE": str(cache), "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(ROOT)}
+    fit = ["fit", "--data", "demo", "--method", "turn", "--noise", "sym:0.6", "--seed", "0", "--image-size",
+           str(args.image_size), "--epochs-lp", str(args.epochs_lp), "--epochs-fft", str(args.epochs_fft),
+           "--batch-size", str(args.batch_size), "--num-workers", "0", "--no-progress", "--out", str(out)]
+    cmd = [sys.executable, "-m", "noisyft", *fit] if world == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world), "--standalone", "-m", "noisyft", *fit]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.exit(f"{world}-process run failed:\n{r.stderr[-3000:]}")
+    timings = json.loads((out / "timings.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    return {"world": world, "threads_per_rank": threads, "wall_s": wall, **{f"{p}_s": timings.get(p, 0.0) for p in PHASES},
+            "out": out, "cache": cache, "summary": summary}
+
+
+def agreement(a: dict, b: dict) -> dict:
+    import numpy as np
+    from safetensors.torch import load_file
+
+    def feats(cache):
+        return {p.parent.name: p.read_bytes() for p in sorted(Path(cache).rglob("features.npy"))}
+
+    def jsonl(run, name):
+        return [json.loads(x) for x in (Path(run) / name).read_text().splitlines()]
+
+    wa, wb = load_file(str(a["out"] / "model.safetensors")), load_file(str(b["out"] / "model.safetensors"))
+    sa, sb = jsonl(a["out"], "selection.jsonl"), jsonl(b["out"], "selection.jsonl")
+    ma = [m for m in jsonl(a["out"], "metrics.jsonl") if m["phase"] == "fft"]
+    mb = [m for m in jsonl(b["out"], "metrics.jsonl") if m["phase"] == "fft"]
+    la, lb = np.load(a["out"] / "losses" / "epoch1.npy"), np.load(b["out"] / "losses" / "epoch1.npy")
+    return {"features_identical": feats(a["cache"]) == feats(b["cache"]),
+            "first_selection_identical": sa[0] == sb[0] and bool(np.array_equal(la, lb)),
+            "selected_per_epoch": [[x["selected"] for x in sa], [x["selected"] for x in sb]],
+            "fft_test_acc": [[m.get("test_acc") for m in ma], [m.get("test_acc") for m in mb]],
+            "max_weight_diff": max(float((wa[k] - wb[k]).abs().max()) for k in wa),
+            "label_issue_auroc": [a["summary"].get("label_issues", {}).get("auroc"),
+                                  b["summary"].get("label_issues", {}).get("auroc")]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--epochs-lp", type=int, default=10)
+    ap.add_argument("--epochs-fft", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--worlds", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="noisyft-dist-bench-"))
+    try:
+        results = [run(w, base, args) for w in args.worlds]
+        agree = agreement(results[0], results[-1]) if len(results) > 1 else {}
+    finally:
+        pass
+    cols = ["world", "threads_per_rank", "wall_s", *[f"{p}_s" for p in PHASES]]
+    rows = [{k: r[k] for k in cols} for r in results]
+    table = common.md_table(rows, cols)
+    text = (f"# TURN: {' vs '.join(f'{w} process(es)' for w in args.worlds)} on the CIFAR-10 demo\n\n"
+            f"`noisyft fit --data demo --method turn --noise sym:0.6 --seed 0 --image-size {args.image_size} "
+            f"--epochs-lp {args.epochs_lp} --epochs-fft {args.epochs_fft} --batch-size {args.batch_size} --num-workers 0` "
+            f"(efficientnet_lite0, pretrained), alone and under `torchrun --nproc_per_node N --standalone` (gloo); "
+            f"each configuration gets every core (torch threads = cores / N) and a fresh feature cache. "
+            f"Phase seconds are rank 0's `timings.json`; `wall_s` is the whole command (startup included).\n\n"
+            f"{table}\n\nAgreement of the {args.worlds[-1]}-process run with the 1-process run:\n\n"
+            + "\n".join(f"- {k}: {v}" for k, v in agree.items()) + "\n")
+    print(text)
+    common.write_results("distributed_turn", {"args": vars(args), "rows": rows, "agreement": agree}, text)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
