@@ -114,7 +114,7 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
             cfg = dataclasses.replace(cfg, progress=False)  # one progress bar: rank 0's
     # rank 0 creates and locks the run directory (refusing a foreign folder); its error, if any, stops every rank
     run = dist.on_main(lambda: RunDir(cfg.run_dir(), cfg.identity(), dataclasses.asdict(cfg),
-                                      launch={"world_size": world} if world > 1 else None))
+                                      launch={"world_size": world} if world > 1 else None), share=False)
     if not dist.is_main():
         run = FollowerRunDir(cfg.run_dir())
     try:
@@ -157,7 +157,7 @@ def _fit_in(run: RunDir, cfg: FitConfig, method) -> FitResult:
     out = method(ctx)
     if dist.world_size() <= 1:
         return finish(ctx, out, splits, noise_info)
-    result = dist.on_main(lambda: finish(ctx, out, splits, noise_info))  # rank 0 writes; the others wait for it
+    result = dist.on_main(lambda: finish(ctx, out, splits, noise_info), share=False)  # rank 0 writes; the others wait
     if dist.is_main():
         return result
     return FitResult(run.path, run.read_json(SUMMARY), read_csv(run.file(LABEL_ISSUES)))

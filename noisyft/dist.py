@@ -110,8 +110,9 @@ class RemoteError(RuntimeError):
     """An error raised on rank 0 inside :func:`on_main`, re-raised on the other ranks with the same message."""
 
 
-def on_main(fn: Callable[[], T]) -> Optional[T]:
-    """Run ``fn`` on rank 0 only; every rank then returns its result (broadcast) or raises its error.
+def on_main(fn: Callable[[], T], share: bool = True) -> Optional[T]:
+    """Run ``fn`` on rank 0 only; every rank then returns its result (broadcast; with ``share=False`` the
+    others get None: for results that are big or hold files) or raises its error.
 
     The other ranks re-raise rank 0's exception type when it pickles (a ``UserError`` keeps its
     one-line message), so a mistake found by rank 0 stops every rank with the same line, no hang.
@@ -124,7 +125,7 @@ def on_main(fn: Callable[[], T]) -> Optional[T]:
             result = fn()
         except Exception as e:  # handed to every rank below, then raised everywhere
             error = e
-    payload = broadcast_object((None if error else result, _portable(error)) if is_main() else None)
+    payload = broadcast_object((None if error or not share else result, _portable(error)) if is_main() else None)
     if is_main():
         if error is not None:
             raise error
@@ -192,7 +193,7 @@ def gather_by_index(values: np.ndarray, indices: np.ndarray, n: int, dst: Option
         raise ValueError(f"gather_by_index: {len(values)} rows for {len(indices)} indices")
     if world_size() <= 1:
         out = np.empty((n, *values.shape[1:]), dtype=values.dtype)
-        if len(np.unique(indices)) != n or len(indices) != n:
+        if len(indices) != n or (n and (indices.min() < 0 or not (np.bincount(indices, minlength=n) == 1).all())):
             raise ValueError(f"gather_by_index: {len(indices)} indices do not cover {n} samples once each")
         out[indices] = values
         return out
