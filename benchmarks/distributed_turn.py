@@ -88,6 +88,7 @@ def main() -> None:
                     help="PROCESSESxTHREADS each; the first two are timed against each other, and the 2-process run "
                          "is checked against the 1-process run with as many threads per process (same arithmetic)")
     args = ap.parse_args()
+    load_before = os.getloadavg()
     base = Path(tempfile.mkdtemp(prefix="noisyft-dist-bench-"))
     configs = [tuple(int(x) for x in c.split("x")) for c in args.configs]
     results = [run(w, t, base, args) for w, t in configs]
@@ -106,9 +107,13 @@ def main() -> None:
             f"{table}\n\nAgreement of the {multi['world']}-process run with the 1-process run of "
             f"{same['threads_per_rank']} thread(s) (the same per-process arithmetic; with other thread counts the "
             f"CPU kernels add in another order and nothing is bit-identical, even between two 1-process runs):\n\n"
-            + "\n".join(f"- {k}: {v}" for k, v in agree.items()) + "\n")
+            + "\n".join(f"- {k}: {v}" for k, v in agree.items()) + "\n"
+            f"\nLoad average (1, 5, 15 min) before: {load_before}, after: {os.getloadavg()} (other jobs share "
+            f"the 2 cores; a process with more torch threads than free cores slows down far more than one with "
+            f"fewer).\n")
     print(text)
-    common.write_results("distributed_turn", {"args": vars(args), "rows": rows, "agreement": agree}, text)
+    common.write_results("distributed_turn", {"args": vars(args), "rows": rows, "agreement": agree,
+                                               "load_before": load_before, "load_after": os.getloadavg()}, text)
     shutil.rmtree(base, ignore_errors=True)
 
 

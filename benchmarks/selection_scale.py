@@ -126,6 +126,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch.multiprocessing as mp
 
+    load_before = os.getloadavg()
     ctx = mp.get_context("spawn")
     rows = []
     for world in args.worlds:
@@ -150,9 +151,11 @@ def main() -> None:
             f"of the chosen indices to every rank. Ranks are local processes over gloo. Seconds are the best of "
             f"{args.repeats} after a warm-up; `peak_mb` is the rank's peak RSS during the three steps minus its RSS "
             f"just before (inputs already loaded; worst of the runs). Target: total <= 2 s and <= 1024 MB per rank: "
-            f"**{'met' if ok else 'NOT met'}**.\n\n{table}\n")
+            f"**{'met' if ok else 'NOT met'}**.\n\n{table}\n\nLoad average (1, 5, 15 min) before: {load_before}, "
+            f"after: {os.getloadavg()} (other jobs share the 2 cores).\n")
     print(text)
-    common.write_results("selection_scale", {"n": args.n, "classes": args.classes, "rows": rows, "target_met": ok},
+    common.write_results("selection_scale", {"n": args.n, "classes": args.classes, "rows": rows, "target_met": ok,
+                                                "load_before": load_before},
                          text)
 
 
