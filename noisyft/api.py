@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from noisyft import dist
 from noisyft.backbones import create_backbone
 from noisyft.config import NON_RESULT_FIELDS, FitConfig, parse_optim
 from noisyft.csvsafe import read_csv
@@ -26,13 +27,13 @@ from noisyft.data.transforms import eval_transform
 from noisyft.engine import image_logits, resolve_device
 from noisyft.errors import UserError
 from noisyft.losses import per_sample_ce
-from noisyft.methods import METHODS, Context, MethodOutput, validate_config
+from noisyft.methods import DATA_PARALLEL, METHODS, Context, MethodOutput, validate_config
 from noisyft.run.files import CONFIG, DATA, LABEL_ISSUES, LABELS, NOISE, OPTIM, SUMMARY
 from noisyft.run.label_issues import label_issues_frame
 from noisyft.run.losses import save_losses
 from noisyft.run.model import load_model, model_meta
 from noisyft.run.noise_rate import FINAL_MODEL, noise_rate_block
-from noisyft.run.rundir import RunDir, is_run_dir, read_run_json
+from noisyft.run.rundir import FollowerRunDir, RunDir, is_run_dir, read_run_json
 from noisyft.run.summary import run_summary
 from noisyft.selection import fit_per_class_gmm
 
@@ -118,21 +119,41 @@ def fit(config: Optional[FitConfig] = None, **overrides) -> FitResult:
     base = dataclasses.asdict(config) if config is not None else {}
     cfg = validate_config(FitConfig.from_dict({**base, **overrides}))  # unknown keys and every value, before any work
     method = METHODS.get(cfg.method)
-    run = RunDir(cfg.run_dir(), cfg.identity(), dataclasses.asdict(cfg))  # refuses a foreign folder; locks the run
+    dist.init_from_env(cfg.device)  # a torchrun / accelerate launch: join the other ranks (nothing alone)
+    world = dist.world_size()
+    if world > 1:
+        check_data_parallel(cfg.method, world)
+        if not dist.is_main():
+            cfg = dataclasses.replace(cfg, progress=False)  # one progress bar: rank 0's
+    # rank 0 creates and locks the run directory (refusing a foreign folder); its error, if any, stops every rank
+    run = dist.on_main(lambda: RunDir(cfg.run_dir(), cfg.identity(), dataclasses.asdict(cfg),
+                                      launch={"world_size": world} if world > 1 else None), share=False)
+    if not dist.is_main():
+        run = FollowerRunDir(cfg.run_dir())
     try:
         return _fit_in(run, cfg, method)
     finally:
         run.release()
 
 
+def check_data_parallel(method: str, world: int) -> None:
+    """Refuse, in one line, a method that cannot run data-parallel yet."""
+    if method not in DATA_PARALLEL:
+        raise UserError(f"--method {method}: not supported with {world} processes (torchrun / accelerate launch); "
+                        f"run it as one process, or use one of: {', '.join(sorted(DATA_PARALLEL))}")
+
+
 def _fit_in(run: RunDir, cfg: FitConfig, method) -> FitResult:
     """``fit`` inside its locked run directory."""
-    if "done" in run.state["finished"] and run.file(LABEL_ISSUES).exists():
+    if dist.broadcast_object("done" in run.state["finished"] and run.file(LABEL_ISSUES).exists()):
         log.info("run %s already finished; returning its results", run.path)
         return FitResult(run.path, run.read_json(SUMMARY), read_csv(run.file(LABEL_ISSUES)))
     splits, val, noise_info = prepare_data(cfg)
-    checkpoint = run.load_checkpoint()
-    if checkpoint:
+    checkpoint = run.load_checkpoint() if dist.is_main() else None
+    # rank 0 reads it first (a damaged checkpoint is its one-line error, on every rank); the others then read it too
+    if dist.broadcast_object(checkpoint is not None) and not dist.is_main():
+        checkpoint = run.load_checkpoint()
+    if checkpoint and dist.is_main():
         log.warning("resuming %s from %s epoch %d", run.path, checkpoint["tag"], checkpoint["epoch"])
     run.start(checkpoint)
     run.write_frame(LABELS, _labels_frame(splits.train))
@@ -142,11 +163,17 @@ def _fit_in(run: RunDir, cfg: FitConfig, method) -> FitResult:
     backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, image_size=cfg.image_size,
                                allow_remote_code=cfg.allow_remote_code)
     lp_default, fft_default = backbone.hparams
-    ctx = Context(cfg, splits.train, splits.test, val, backbone, run, resolve_device(cfg.device),
+    ctx = Context(cfg, splits.train, splits.test, val, backbone, run, dist.device(cfg.device),
                   parse_optim(cfg.lp_optim, lp_default, "lp-optim"), parse_optim(cfg.fft_optim, fft_default, "fft-optim"),
                   resume_state=checkpoint)
     run.write_json(OPTIM, {"lp": dataclasses.asdict(ctx.lp_optim), "fft": dataclasses.asdict(ctx.fft_optim)})
-    return finish(ctx, method(ctx), splits, noise_info)
+    out = method(ctx)
+    if dist.world_size() <= 1:
+        return finish(ctx, out, splits, noise_info)
+    result = dist.on_main(lambda: finish(ctx, out, splits, noise_info), share=False)  # rank 0 writes; the others wait
+    if dist.is_main():
+        return result
+    return FitResult(run.path, run.read_json(SUMMARY), read_csv(run.file(LABEL_ISSUES)))
 
 
 def resume(run_dir: str | Path, *, allow_remote_code: bool = False, **settings) -> FitResult:

@@ -97,6 +97,10 @@ def config_from_args(ns: argparse.Namespace, base: dict | None = None) -> FitCon
 
 
 def _print_result(res, top: int = 10) -> None:
+    from noisyft import dist
+
+    if not dist.is_main():  # a data-parallel run prints once, from rank 0
+        return
     s = res.summary
     issues = res.label_issues
     cols = [c for c in ("rank", "id", "given_class", "predicted_class", "label_quality", "true_class") if c in issues]

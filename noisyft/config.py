@@ -35,13 +35,23 @@ class OptimConfig:
     momentum: float = 0.9
 
     def build(self, params) -> torch.optim.Optimizer:
+        """The optimiser over ``params``; Adam/AdamW use the fused CUDA kernel when every parameter is on CUDA
+        (one kernel per step instead of one per tensor; CPU runs are unchanged)."""
         if self.name == "sgd":
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        params = list(params)
+        fused = {"fused": True} if fused_ok(params) else {}
         if self.name == "adamw":
-            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, **fused)
         if self.name == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, **fused)
         raise ValueError(f"unknown optimiser {self.name!r} (sgd, adam, adamw)")
+
+
+def fused_ok(params) -> bool:
+    """Whether the fused Adam(W) kernel applies: every tensor (or param group's tensors) on CUDA, floating point."""
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    return bool(tensors) and all(t.is_cuda and t.is_floating_point() for t in tensors)
 
 
 @dataclass
@@ -93,6 +103,9 @@ class FitConfig:
     folder_labels_are_true: bool = option(False, "with --labels: the folder names are true labels (enables precision/recall)")
     seed: int = option(0, "seed for noise, splits, subsampling, data order and initialisation", range=SEED)
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: str = option("auto", "auto, bf16 or fp32: bf16 autocast for extraction, eval passes and fine-tuning on CUDA "
+                            "(auto = bf16 on CUDA, fp32 elsewhere; the CPU always computes in fp32)",
+                            choices=("auto", "bf16", "fp32"))
     num_workers: Optional[int] = option(None, "image decoding workers (default: cores - 1)", range=NON_NEGATIVE)
     cache_dir: Optional[str] = option(None, "feature cache (default $NOISYFT_CACHE or ~/.cache/noisyft)")
     image_cache_mb: int = option(2048, "memory (MiB) for decoded eval images, so per-epoch selection/evaluation passes "
@@ -103,8 +116,13 @@ class FitConfig:
                          default_factory=dict)
 
     def identity(self) -> dict:
-        """The fields that determine the results (what a resumed run must match)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NON_RESULT_FIELDS}
+        """The fields that determine the results (what a resumed run must match).
+
+        ``precision`` counts only when set (``auto``, the default, is left out so that runs
+        made before the option existed keep their identity and default folder).
+        """
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in NON_RESULT_FIELDS and not (k == "precision" and v == "auto")}
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -8,7 +8,6 @@ index order, never batch order.
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -16,9 +15,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from noisyft import dist
 from noisyft.data.base import LabeledSet, TorchImageDataset
-from noisyft.faults import maybe_die
-from noisyft.features.loader import forward_features, make_loader
+from noisyft.faults import at_fault, maybe_die
+from noisyft.features.loader import forward_features, make_loader, use_bf16
 
 
 class TrainingDiverged(RuntimeError):
@@ -37,10 +37,15 @@ def generator(seed: int, *salt: int) -> torch.Generator:
     return torch.Generator().manual_seed(mixed)
 
 
-def check_finite(loss: torch.Tensor, where: str, epoch: int, step: int) -> None:
+def inject_nan(loss: torch.Tensor, where: str, epoch: int, step: int) -> torch.Tensor:
+    """``loss``, or NaN at the fault point ``nan:<where>:<epoch>:<step>[@rank]`` (tests; see :mod:`noisyft.faults`)."""
+    return torch.tensor(float("nan")) if at_fault(f"nan:{where}:{epoch}:{step}") else loss
+
+
+def check_finite(loss: torch.Tensor, where: str, epoch: int, step: int, *, inject: bool = True) -> None:
     """Stop on a NaN/inf loss before it reaches the weights (the last checkpoint stays good)."""
-    if os.environ.get("NOISYFT_KILL_AT") == f"nan:{where}:{epoch}:{step}":  # fault injection for tests
-        loss = torch.tensor(float("nan"))
+    if inject:
+        loss = inject_nan(loss, where, epoch, step)
     if not torch.isfinite(loss):
         raise TrainingDiverged(f"{where}: loss became {loss.item()} at epoch {epoch}, step {step}; "
                                f"lower the learning rate (the last good checkpoint is kept)")
@@ -92,22 +97,22 @@ def head_logits(head: nn.Linear, feats: np.ndarray | torch.Tensor, device: torch
 @torch.no_grad()
 def image_logits(model: nn.Module, data: LabeledSet, transform: Callable, *, device: torch.device,
                  batch_size: int = 128, num_workers: Optional[int] = None, indices: Optional[Sequence[int]] = None,
-                 desc: str = "eval", progress: bool = True) -> torch.Tensor:
+                 desc: str = "eval", progress: bool = True, precision: str = "auto") -> torch.Tensor:
     """Eval-mode logits of the whole model for ``data`` (all or ``indices``), in index order."""
     model.eval()
     ds = TorchImageDataset(data, transform, indices)
     out = []
     for x, _, _ in tqdm(make_loader(ds, batch_size, num_workers), desc=desc, leave=False, disable=not progress):
-        out.append(forward_features(model, x, device).cpu())
+        out.append(forward_features(model, x, device, precision).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
 @torch.no_grad()
 def decoded_logits(model: nn.Module, images: torch.Tensor, norm: Callable, *, device: torch.device,
-                   batch_size: int = 128) -> torch.Tensor:
+                   batch_size: int = 128, precision: str = "auto") -> torch.Tensor:
     """Eval-mode logits for decoded uint8 images (see :mod:`noisyft.features.decoded`), normalised per batch on ``device``."""
     model.eval()
-    out = [forward_features(model, norm(images[i: i + batch_size].to(device, non_blocking=True)), device).cpu()
+    out = [forward_features(model, norm(images[i: i + batch_size].to(device, non_blocking=True)), device, precision).cpu()
            for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -129,14 +134,22 @@ def train_mode(model: nn.Module, freeze_bn_stats: bool) -> None:
 def train_image_epoch(model: nn.Module, data: LabeledSet, indices: Sequence[int], transform: Callable,
                       loss_fn: nn.Module, opt: torch.optim.Optimizer, *, device: torch.device, gen: torch.Generator,
                       epoch: int, batch_size: int = 128, num_workers: Optional[int] = None,
-                      desc: str = "train", progress: bool = True, freeze_bn_stats: bool = True) -> float:
-    """One epoch of full fine-tuning over ``indices`` with augmentation; returns the mean loss."""
+                      desc: str = "train", progress: bool = True, freeze_bn_stats: bool = True,
+                      precision: str = "auto") -> float:
+    """One epoch of full fine-tuning over ``indices`` with augmentation; returns the mean loss.
+
+    In a data-parallel run (:mod:`noisyft.dist`) the epoch is :func:`train_image_epoch_ddp`'s.
+    """
+    if dist.world_size() > 1:
+        return train_image_epoch_ddp(model, data, indices, transform, loss_fn, opt, device=device, gen=gen, epoch=epoch,
+                                     batch_size=batch_size, num_workers=num_workers, desc=desc, progress=progress,
+                                     freeze_bn_stats=freeze_bn_stats, precision=precision)
     train_mode(model, freeze_bn_stats)
     torch.manual_seed(gen.initial_seed())  # in-process augmentation draws depend on this epoch alone (resume-exact)
     ds = TorchImageDataset(data, transform, indices)
     loader = make_loader(ds, batch_size, num_workers, shuffle=True, generator=gen, drop_last=len(ds) % batch_size == 1)  # a 1-sample batch breaks BatchNorm
     total, steps = 0.0, 0
-    use_amp = device.type == "cuda"
+    use_amp = use_bf16(device, precision)
     for step, (x, y, idx) in enumerate(tqdm(loader, desc=desc, leave=False, disable=not progress)):
         maybe_die(f"train:{epoch}:{step}")
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -146,4 +159,73 @@ def train_image_epoch(model: nn.Module, data: LabeledSet, indices: Sequence[int]
         loss = loss_fn(logits.float(), y, idx)
         optimizer_step(loss, opt, "fine-tuning", epoch, step)
         total, steps = total + loss.item(), steps + 1
+    return total / max(steps, 1) if steps else math.nan
+
+
+class _Positions(torch.utils.data.Dataset):
+    """0…n-1 as a dataset: what a DataLoader's sampler yields, without loading any image."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> int:
+        return k
+
+
+def epoch_batches(n: int, batch_size: int, gen: torch.Generator, drop_last: bool) -> list[np.ndarray]:
+    """The positions of each batch of one shuffled epoch, exactly as :func:`train_image_epoch`'s single process
+    draws them: the same DataLoader construction over the same generator, wrapped in the same progress bar
+    (``tqdm.auto`` opens the loader's iterator once more, and each opening takes a seed from the generator)."""
+    loader = make_loader(_Positions(n), batch_size, 0, shuffle=True, generator=gen, drop_last=drop_last)
+    return [b.numpy() for b in tqdm(loader, disable=True)]
+
+
+def train_image_epoch_ddp(model: nn.Module, data: LabeledSet, indices: Sequence[int], transform: Callable,
+                          loss_fn: nn.Module, opt: torch.optim.Optimizer, *, device: torch.device, gen: torch.Generator,
+                          epoch: int, batch_size: int = 128, num_workers: Optional[int] = None, desc: str = "train",
+                          progress: bool = True, freeze_bn_stats: bool = True, precision: str = "auto") -> float:
+    """One data-parallel epoch (DistributedDataParallel): the single process's global batches, each cut into
+    one contiguous part per rank.
+
+    Every rank draws the same batches from the same generator (``--batch-size`` is the global
+    batch). A rank's loss is its part's mean weighted by its share of the batch, times the
+    world size, so DDP's gradient average is the gradient of the global batch mean, as in one
+    process (unequal parts included). The step's loss is summed over ranks before the
+    backward pass: a NaN on any rank stops every rank at the same step with the same message.
+    A rank whose part is empty (a last batch smaller than the world) runs one sample at weight 0.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    world, me = dist.world_size(), dist.rank()
+    train_mode(model, freeze_bn_stats)
+    ds = TorchImageDataset(data, transform, indices)
+    batches = epoch_batches(len(ds), batch_size, gen, drop_last=len(ds) % batch_size == 1)
+    parts, sizes = [], []
+    for b in batches:
+        part = b[len(b) * me // world: len(b) * (me + 1) // world]
+        parts.append(part.tolist() if len(part) else b[:1].tolist())
+        sizes.append((len(part), len(b)))
+    torch.manual_seed(generator(gen.initial_seed(), me).initial_seed())  # this rank's augmentation draws
+    loader = make_loader(ds, 1, num_workers, batch_sampler=parts, generator=generator(gen.initial_seed(), me))
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    total, steps = 0.0, 0
+    use_amp = use_bf16(device, precision)
+    for step, (x, y, idx) in enumerate(tqdm(loader, desc=desc, leave=False, disable=not progress)):
+        maybe_die(f"train:{epoch}:{step}")
+        mine, whole = sizes[step]
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y, idx = y.to(device, non_blocking=True), idx.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = ddp(x)
+        share = mine / whole
+        loss = loss_fn(logits.float(), y, idx)
+        agreed = dist.all_sum(inject_nan(loss.detach(), "fine-tuning", epoch, step) * share)  # the global batch mean
+        check_finite(agreed, "fine-tuning", epoch, step, inject=False)
+        opt.zero_grad(set_to_none=True)
+        (loss * (share * world)).backward()
+        opt.step()
+        total, steps = total + float(agreed), steps + 1
     return total / max(steps, 1) if steps else math.nan

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "noisyft"
 LAYERS: dict[str, int] = {
     # 0 basic utilities
     "noisyft": 0, "noisyft.errors": 0, "noisyft.atomic": 0, "noisyft.registry": 0, "noisyft.options": 0,
-    "noisyft.faults": 0, "noisyft.csvsafe": 0, "noisyft.runlock": 0, "noisyft.figures": 0,
+    "noisyft.faults": 0, "noisyft.dist": 0, "noisyft.csvsafe": 0, "noisyft.runlock": 0, "noisyft.figures": 0,
     # 1 the run's configuration (FitConfig, OptimConfig)
     "noisyft.config": 1,
     # 2 data: sources, readers, noise, transforms (Preprocess), labels CSV, safe unpickling, inputs, prepare

@@ -29,14 +29,15 @@ import logging
 import os
 import shutil
 import zlib
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from noisyft import dist
 from noisyft.atomic import atomic_path, write_json
 from noisyft.backbones.base import Backbone
 from noisyft.data.base import ImageSource
@@ -61,15 +62,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("NOISYFT_CACHE", Path.home() / ".cache" / "noisyft"))
 
 
-def feature_key(backbone: Backbone, source: ImageSource) -> str:
-    """The cache key: backbone + weights, image content, preprocessing, format."""
+def feature_key(backbone: Backbone, source: ImageSource, variant: Optional[str] = None) -> str:
+    """The cache key: backbone + weights, image content, preprocessing, format (+ ``variant``: ``fp32`` for
+    features computed on CUDA without bf16 autocast; absent for the default, so existing keys stay)."""
     parts = {"backbone": backbone.name, "weights": backbone.weights_id, "images": source.fingerprint(),
              "n": len(source), "preprocess": backbone.preprocess.to_dict(), "format": FORMAT_VERSION}
+    if variant:
+        parts["variant"] = variant
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _shard_path(entry: Path, k: int) -> Path:
-    return entry / "partial" / f"part-{k:05d}.npy"
 
 
 def file_crc32(path: Path, chunk: int = 16 << 20) -> str:
@@ -144,11 +144,12 @@ def entry_lock(entry: Path) -> Iterator[None]:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _good_shards(entry: Path, n_shards: int, rows_of, dim: int) -> set[int]:
-    """Indices of finished shards whose header says the right shape; others are deleted (with a warning)."""
+def _good_shards(parts: Path, n_shards: int, rows_of, dim: int) -> set[int]:
+    """Indices of finished shards (in folder ``parts``) whose header says the right shape; others are deleted
+    (with a warning)."""
     good = set()
     for k in range(n_shards):
-        path = _shard_path(entry, k)
+        path = parts / f"part-{k:05d}.npy"
         if not path.exists():
             continue
         try:
@@ -164,14 +165,14 @@ def _good_shards(entry: Path, n_shards: int, rows_of, dim: int) -> set[int]:
     return good
 
 
-def _assemble(entry: Path, n_shards: int, n: int, dim: int, meta: dict) -> None:
+def _assemble(entry: Path, parts: Path, n_shards: int, n: int, dim: int, meta: dict) -> None:
     """Shards → ``features.npy`` (atomic rename), then ``done.json`` with size and CRC-32, then drop the shards."""
     final = entry / FEATURES_FILE
     with atomic_path(final) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
         row = 0
         for k in range(n_shards):
-            part = np.load(_shard_path(entry, k))
+            part = np.load(parts / f"part-{k:05d}.npy")
             arr[row: row + len(part)] = part
             row += len(part)
         arr.flush()
@@ -180,12 +181,13 @@ def _assemble(entry: Path, n_shards: int, n: int, dim: int, meta: dict) -> None:
     _remember(final, crc)
     maybe_die("extract:assembled")
     write_json(entry / DONE_FILE, {**meta, "bytes": size, "crc32": crc})
-    shutil.rmtree(entry / "partial", ignore_errors=True)
+    shutil.rmtree(parts, ignore_errors=True)
 
 
-def entry_dir(backbone: Backbone, source: ImageSource, cache_dir: str | Path | None = None) -> Path:
+def entry_dir(backbone: Backbone, source: ImageSource, cache_dir: str | Path | None = None,
+              variant: Optional[str] = None) -> Path:
     """The cache entry folder of ``backbone``'s features of ``source`` (``$NOISYFT_CACHE`` when ``cache_dir`` is None)."""
-    return Path(cache_dir or default_cache_dir()) / "features" / feature_key(backbone, source)
+    return Path(cache_dir or default_cache_dir()) / "features" / feature_key(backbone, source, variant)
 
 
 def cached_features(backbone: Backbone, source: ImageSource, cache_dir: str | Path | None = None) -> Optional[np.ndarray]:
@@ -201,58 +203,126 @@ def cached_features(backbone: Backbone, source: ImageSource, cache_dir: str | Pa
 
 def extract_features(backbone: Backbone, source: ImageSource, *, cache_dir: str | Path | None = None,
                      batch_size: int = 128, num_workers: int | None = None, device: str | torch.device = "cpu",
-                     shard_rows: int | None = None, progress: bool = True, desc: str = "features") -> np.ndarray:
+                     shard_rows: int | None = None, progress: bool = True, desc: str = "features",
+                     precision: str = "auto") -> np.ndarray:
     """Features of every image of ``source`` as a read-only (N, D) float32 memmap, cached.
 
     A hit costs a ``np.load(mmap_mode='r')`` plus a checksum pass (once per
     process); a miss runs the backbone in eval mode over all images (resuming
     from finished shards) and stores the result. Processes sharing a cache
-    wait for each other instead of writing the same entry twice.
+    wait for each other instead of writing the same entry twice. In a data-parallel
+    run (:mod:`noisyft.dist`) the ranks split the missing shards between them and
+    rank 0 assembles the entry: the same file a single process writes.
     """
     shard_rows = shard_rows or int(os.environ.get("NOISYFT_SHARD_ROWS", 8192))
-    entry = entry_dir(backbone, source, cache_dir)
+    variant = "fp32" if torch.device(device).type == "cuda" and precision == "fp32" else None
+    entry = entry_dir(backbone, source, cache_dir, variant)
     n, dim = len(source), backbone.num_features
-    arr = cached_features(backbone, source, cache_dir)
+    run = dict(batch_size=batch_size, num_workers=num_workers, device=device, progress=progress, desc=desc,
+               precision=precision)
+    if dist.world_size() > 1:
+        return _extract_distributed(backbone, source, entry, shard_rows, **run)
+    try:
+        arr = open_entry(entry, n, dim)
+    except BadEntry:
+        arr = None
     if arr is not None:
         return arr
     with entry_lock(entry):  # a damaged entry is decided under the lock: another process may be rebuilding it
-        try:
-            arr = open_entry(entry, n, dim)
-            if arr is not None:
-                return arr
-        except BadEntry as e:
-            log.warning("feature cache entry %s is damaged (%s); rebuilding it", entry, e)
-            for name in (DONE_FILE, FEATURES_FILE):
-                (entry / name).unlink(missing_ok=True)
-        _extract(backbone, source, entry, shard_rows, batch_size=batch_size, num_workers=num_workers, device=device,
-                 progress=progress, desc=desc)
+        arr = _open_or_clear(entry, n, dim)
+        if arr is not None:
+            return arr
+        _extract(backbone, source, entry, shard_rows, **run)
         arr = open_entry(entry, n, dim)
     assert arr is not None
     return arr
 
 
-def _extract(backbone: Backbone, source: ImageSource, entry: Path, shard_rows: int, *, batch_size, num_workers,
-             device, progress, desc) -> None:
-    """Run the backbone over the missing shards and assemble the entry (caller holds the entry lock)."""
+def _open_or_clear(entry: Path, n: int, dim: int) -> Optional[np.ndarray]:
+    """Under the entry lock: the finished entry, or None after removing a damaged one's final files."""
+    try:
+        return open_entry(entry, n, dim)
+    except BadEntry as e:
+        log.warning("feature cache entry %s is damaged (%s); rebuilding it", entry, e)
+        for name in (DONE_FILE, FEATURES_FILE):
+            (entry / name).unlink(missing_ok=True)
+    return None
+
+
+def _layout(n: int, shard_rows: int) -> tuple[int, Callable[[int], int]]:
+    """Number of shards of ``shard_rows`` rows over ``n`` images, and each shard's row count."""
+    return max(1, -(-n // shard_rows)), lambda k: min(shard_rows, n - k * shard_rows)
+
+
+def _write_shards(backbone: Backbone, source: ImageSource, parts: Path, shards: list[int], shard_rows: int, *,
+                  batch_size, num_workers, device, progress, desc, precision, done_rows: int = 0) -> None:
+    """Run the backbone over ``shards`` and write each as ``parts/part-K.npy`` (atomic; a fault point after each)."""
     device = torch.device(device)
     backbone.eval().to(device).to(memory_format=torch.channels_last)
-    n, dim = len(source), backbone.num_features
-    n_shards = max(1, -(-n // shard_rows))
-
-    def rows_of(k: int) -> int:
-        return min(shard_rows, n - k * shard_rows)
-
-    done = _good_shards(entry, n_shards, rows_of, dim)
-    todo = [k for k in range(n_shards) if k not in done]
-    with tqdm(total=n, initial=sum(rows_of(k) for k in done), desc=desc, unit="img", disable=not progress,
-              leave=False) as bar:
-        for k in todo:
+    n = len(source)
+    with tqdm(total=n, initial=done_rows, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for k in shards:
             rows = np.arange(k * shard_rows, min(n, (k + 1) * shard_rows))
-            part = source_features(backbone, source, rows, batch_size=batch_size, num_workers=num_workers, device=device, bar=bar)
-            with atomic_path(_shard_path(entry, k)) as tmp:
+            part = source_features(backbone, source, rows, batch_size=batch_size, num_workers=num_workers,
+                                   device=device, bar=bar, precision=precision)
+            with atomic_path(parts / f"part-{k:05d}.npy") as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, part)
             maybe_die(f"extract:{k}")
-    meta = {"backbone": backbone.name, "weights": backbone.weights_id, "preprocess": backbone.preprocess.to_dict(),
-            "n": n, "dim": dim, "images": source.fingerprint(), "format": FORMAT_VERSION}
-    _assemble(entry, n_shards, n, dim, meta)
+
+
+def _meta(backbone: Backbone, source: ImageSource) -> dict:
+    return {"backbone": backbone.name, "weights": backbone.weights_id, "preprocess": backbone.preprocess.to_dict(),
+            "n": len(source), "dim": backbone.num_features, "images": source.fingerprint(), "format": FORMAT_VERSION}
+
+
+def _extract(backbone: Backbone, source: ImageSource, entry: Path, shard_rows: int, **run) -> None:
+    """Run the backbone over the missing shards and assemble the entry (caller holds the entry lock)."""
+    n, dim = len(source), backbone.num_features
+    n_shards, rows_of = _layout(n, shard_rows)
+    parts = entry / "partial"
+    done = _good_shards(parts, n_shards, rows_of, dim)
+    _write_shards(backbone, source, parts, [k for k in range(n_shards) if k not in done], shard_rows,
+                  done_rows=sum(rows_of(k) for k in done), **run)
+    _assemble(entry, parts, n_shards, n, dim, _meta(backbone, source))
+
+
+def _extract_distributed(backbone: Backbone, source: ImageSource, entry: Path, shard_rows: int, **run) -> np.ndarray:
+    """The data-parallel extraction: rank 0 holds the entry lock and decides what is missing, every rank writes
+    its share of the missing shards, rank 0 assembles ``features.npy`` and ``done.json`` after a barrier.
+
+    With fewer shards than ranks the shards shrink to a multiple of the batch size (in their own
+    ``partial-ROWS`` folder), so the batches, and so the numbers, are those of one process
+    whenever ``shard_rows`` is itself a multiple of the batch size (the default 8192 is, for powers of two).
+    """
+    n, dim, world = len(source), backbone.num_features, dist.world_size()
+    b = run["batch_size"]
+    parts = entry / "partial"
+    if -(-n // shard_rows) < world and shard_rows % b == 0:
+        shard_rows = max(b, -(-(-(-n // world)) // b) * b)
+        parts = entry / f"partial-{shard_rows}"
+    n_shards, rows_of = _layout(n, shard_rows)
+    with ExitStack() as held:
+        def plan() -> Optional[list[int]]:
+            try:
+                if open_entry(entry, n, dim) is not None:
+                    return None
+            except BadEntry:
+                pass
+            held.enter_context(entry_lock(entry))
+            if _open_or_clear(entry, n, dim) is not None:
+                held.close()
+                return None
+            done = _good_shards(parts, n_shards, rows_of, dim)
+            return [k for k in range(n_shards) if k not in done]
+
+        todo = dist.on_main(plan)
+        if todo is not None:
+            mine = todo[dist.rank()::world]
+            _write_shards(backbone, source, parts, mine, shard_rows, **{**run, "progress": run["progress"] and dist.is_main()})
+            dist.barrier()
+            dist.on_main(lambda: _assemble(entry, parts, n_shards, n, dim, _meta(backbone, source)))
+    arr = open_entry(entry, n, dim)
+    if arr is None:
+        raise BadEntry(f"feature cache entry {entry} is unfinished after a data-parallel extraction")
+    return arr

@@ -11,6 +11,9 @@ batch: the same numbers as the loader's. A split over the memory budget
 """
 from __future__ import annotations
 
+from typing import Optional
+
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -25,10 +28,12 @@ def decoded_bytes(n_images: int, pre: Preprocess) -> int:
 
 
 def decode_images(data: LabeledSet, pre: Preprocess, *, batch_size: int = 128, num_workers: int | None = None,
-                  desc: str = "decode", progress: bool = True) -> torch.Tensor:
-    """Every image of ``data`` resized and centre-cropped as by the eval transform: uint8 (N, 3, S, S), index order."""
-    out = torch.empty((len(data), 3, pre.size, pre.size), dtype=torch.uint8)
-    loader = make_loader(TorchImageDataset(data, eval_resize(pre)), batch_size, num_workers)
+                  desc: str = "decode", progress: bool = True, indices: Optional[np.ndarray] = None) -> torch.Tensor:
+    """Every image of ``data`` (or the contiguous ``indices`` only) resized and centre-cropped as by the eval
+    transform: uint8 (N, 3, S, S), index order."""
+    first = 0 if indices is None or len(indices) == 0 else int(indices[0])
+    out = torch.empty((len(data) if indices is None else len(indices), 3, pre.size, pre.size), dtype=torch.uint8)
+    loader = make_loader(TorchImageDataset(data, eval_resize(pre), indices), batch_size, num_workers)
     for x, _, idx in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        out[idx] = x
+        out[idx - first] = x
     return out

@@ -30,16 +30,26 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int | None, **kw
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available(), **extra, **kw)
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def use_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether passes on ``device`` run under bf16 autocast: ``auto`` and ``bf16`` on CUDA; never on the CPU
+    (CPU numbers stay those of float32)."""
+    return torch.device(device).type == "cuda" and precision != "fp32"
+
+
 @torch.inference_mode()
-def forward_features(model: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """One eval-mode forward of a backbone or whole model, channels-last (faster on CPU and GPU), bf16 autocast on CUDA."""
+def forward_features(model: nn.Module, batch: torch.Tensor, device: torch.device, precision: str = "auto") -> torch.Tensor:
+    """One eval-mode forward of a backbone or whole model, channels-last (faster on CPU and GPU), bf16 autocast on
+    CUDA unless ``precision`` is ``fp32``."""
     x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(device, precision)):
         return model(x).float()
 
 
 def source_features(backbone: Backbone, source: ImageSource, rows: np.ndarray, *, batch_size: int,
-                    num_workers: Optional[int], device: torch.device, bar=None) -> np.ndarray:
+                    num_workers: Optional[int], device: torch.device, bar=None, precision: str = "auto") -> np.ndarray:
     """Eval-mode float32 features of ``source`` at ``rows``, uncached (what the feature cache stores per shard).
 
     The caller puts ``backbone`` in eval mode on ``device``; ``bar`` (a tqdm) advances by each batch.
@@ -52,7 +62,7 @@ def source_features(backbone: Backbone, source: ImageSource, rows: np.ndarray, *
     norm = normalize(pre)
     out = []
     for x, _, _ in loader:
-        out.append(forward_features(backbone, norm(x.to(device, non_blocking=True)), device).cpu().numpy())
+        out.append(forward_features(backbone, norm(x.to(device, non_blocking=True)), device, precision).cpu().numpy())
         if bar is not None:
             bar.update(len(x))
     return np.concatenate(out).astype(np.float32)

@@ -1,5 +1,5 @@
 """Methods by name. Importing this package registers every built-in method."""
-from noisyft.methods.base import Context, MethodOutput
+from noisyft.methods.base import DATA_PARALLEL, Context, MethodOutput
 from noisyft.methods.registry import METHODS
 from noisyft.methods.settings import resolve_settings, validate_config
 from noisyft.methods import baselines as _baselines  # noqa: F401,E402
@@ -11,4 +11,4 @@ from noisyft.methods import unicon as _unicon  # noqa: F401,E402
 from noisyft.methods import cleanlab_peer as _cleanlab_peer  # noqa: F401,E402
 from noisyft.methods import consensus as _consensus  # noqa: F401,E402
 
-__all__ = ["METHODS", "Context", "MethodOutput", "resolve_settings", "validate_config"]
+__all__ = ["DATA_PARALLEL", "METHODS", "Context", "MethodOutput", "resolve_settings", "validate_config"]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from noisyft import dist
 from noisyft.backbones.base import Backbone, Classifier
 from noisyft.config import FitConfig, OptimConfig
 from noisyft.data.base import LabeledSet
@@ -20,9 +21,16 @@ from noisyft.data.transforms import eval_transform, normalize, train_transform
 from noisyft.features.decoded import decode_images, decoded_bytes
 from noisyft.engine import accuracy, decoded_logits, generator, head_logits, image_logits, train_image_epoch
 from noisyft.features.cache import extract_features
+from noisyft.losses import per_sample_ce
 from noisyft.methods.settings import MethodSettings, resolve_settings
 from noisyft.run.rundir import RunDir
 from noisyft.selection import selection_metrics
+
+
+# Methods that run data-parallel (torchrun / accelerate launch with several processes): their image passes go
+# through Context (sharded, gathered by sample index) and their fine-tuning through train_image_epoch (DDP); the
+# linear-probe ones compute the same head on every rank from the shared feature cache. Others are refused.
+DATA_PARALLEL = frozenset({"turn", "ce-fft", "gce-fft", "sce-fft", "ce-lp", "gce-lp", "sce-lp", "elr-lp"})
 
 
 @dataclass
@@ -104,7 +112,7 @@ class Context:
         with self.run.phase("extraction"):
             self._features[split] = extract_features(self.backbone, data.source, cache_dir=self.cfg.cache_dir, batch_size=self.cfg.batch_size,
                                     num_workers=self.cfg.num_workers, device=self.device, progress=self.cfg.progress,
-                                    desc=f"features:{split}")
+                                    desc=f"features:{split}", precision=self.cfg.precision)
         return self._features[split]
 
     def feature_tensor(self, split: str = "train") -> torch.Tensor:
@@ -132,23 +140,66 @@ class Context:
         return model.to(self.device, memory_format=torch.channels_last)  # the layout extraction uses: same numbers
 
     def decoded(self, split: str) -> Optional[torch.Tensor]:
-        """``split``'s images decoded once and kept in memory (None when over ``image_cache_mb``)."""
+        """``split``'s images decoded once and kept in memory (None when over ``image_cache_mb``); in a
+        data-parallel run, this rank's share of them (:meth:`eval_rows`)."""
         if split not in self._decoded:
             data, c, pre = getattr(self, split), self.cfg, self.backbone.preprocess
+            rows = self.eval_rows(split) if dist.world_size() > 1 else None
             used = sum(t.numel() for t in self._decoded.values() if t is not None)
-            fits = used + decoded_bytes(len(data), pre) <= c.image_cache_mb * 2 ** 20
+            fits = used + decoded_bytes(len(data) if rows is None else len(rows), pre) <= c.image_cache_mb * 2 ** 20
             self._decoded[split] = decode_images(data, pre, batch_size=c.batch_size, num_workers=c.num_workers,
-                                                 desc=f"decode:{split}", progress=c.progress) if fits else None
+                                                 desc=f"decode:{split}", progress=c.progress,
+                                                 indices=rows) if fits else None
         return self._decoded[split]
 
-    def image_logits(self, model: nn.Module, split: str, desc: str = "") -> torch.Tensor:
-        """Eval-mode logits of the whole model on every image of ``split``, in index order."""
+    def eval_rows(self, split: str) -> np.ndarray:
+        """The samples of ``split`` this rank evaluates: a contiguous slice cut at batch boundaries (all of them alone)."""
+        return dist.shard(len(getattr(self, split)), align=self.cfg.batch_size)
+
+    def _logits(self, model: nn.Module, split: str, desc: str = "", rows: Optional[np.ndarray] = None) -> torch.Tensor:
+        """Eval-mode logits of ``split`` (all, or this rank's ``rows``), in index order."""
         c, images = self.cfg, self.decoded(split)
         if images is not None:
             return decoded_logits(model, images, normalize(self.backbone.preprocess), device=self.device,
-                                  batch_size=c.batch_size)
+                                  batch_size=c.batch_size, precision=c.precision)
         return image_logits(model, getattr(self, split), self.eval_tf(), device=self.device, batch_size=c.batch_size,
-                            num_workers=c.num_workers, desc=desc or f"eval:{split}", progress=c.progress)
+                            num_workers=c.num_workers, desc=desc or f"eval:{split}", progress=c.progress, indices=rows,
+                            precision=c.precision)
+
+    def image_logits(self, model: nn.Module, split: str, desc: str = "") -> Optional[torch.Tensor]:
+        """Eval-mode logits of the whole model on every image of ``split``, in index order.
+
+        Data-parallel: each rank evaluates its rows and rank 0 receives them all (None on the other ranks).
+        """
+        if dist.world_size() <= 1:
+            return self._logits(model, split, desc)
+        rows = self.eval_rows(split)
+        local = self._logits(model, split, desc, rows)
+        full = dist.gather_by_index(local.numpy(), rows, len(getattr(self, split)), dst=0)
+        return None if full is None else torch.from_numpy(full)
+
+    def image_losses(self, model: nn.Module, split: str, desc: str = "") -> Optional[np.ndarray]:
+        """Per-sample CE of the given labels of ``split`` (eval mode, index order): one float per sample.
+
+        Data-parallel: each rank computes its rows' losses and rank 0 gathers them, not the logits
+        (None on the other ranks).
+        """
+        labels = getattr(self, split).labels
+        if dist.world_size() <= 1:
+            return per_sample_ce(self._logits(model, split, desc), torch.as_tensor(labels)).numpy()
+        rows = self.eval_rows(split)
+        local = per_sample_ce(self._logits(model, split, desc, rows), torch.as_tensor(labels[rows])).numpy()
+        return dist.gather_by_index(local, rows, len(labels), dst=0)
+
+    def _accuracy(self, model: nn.Module, split: str, labels: np.ndarray) -> float:
+        """Accuracy of the whole model on ``split`` against ``labels`` (every rank gets the number)."""
+        if dist.world_size() <= 1:
+            return accuracy(self._logits(model, split), labels)
+        rows = self.eval_rows(split)
+        pred = self._logits(model, split, rows=rows).argmax(1).numpy().astype(np.int64)
+        full = dist.gather_by_index(pred, rows, len(labels), dst=0)
+        return dist.broadcast_object(None if full is None else
+                                     (float((full == np.asarray(labels)).mean()) if len(full) else float("nan")))
 
     def log_epoch(self, phase: str, epoch: int, *, head: Optional[nn.Linear] = None, model: Optional[nn.Module] = None,
                   **values) -> dict:
@@ -158,12 +209,12 @@ class Context:
             data = getattr(self, split)
             if data is None:
                 continue
+            labels = data.labels if split == "val" else (data.true_labels if data.true_labels is not None else data.labels)
             if head is not None:
-                logits = head_logits(head, self.features(split), self.device)
+                rec[f"{split}_acc"] = accuracy(head_logits(head, self.features(split), self.device), labels)
             else:
                 with self.run.phase("evaluation"):
-                    logits = self.image_logits(model, split)
-            rec[f"{split}_acc"] = accuracy(logits, data.labels if split == "val" else (data.true_labels if data.true_labels is not None else data.labels))
+                    rec[f"{split}_acc"] = self._accuracy(model, split, labels)
         self.run.log("metrics", rec)
         return rec
 
@@ -178,7 +229,7 @@ class Context:
             loss = train_image_epoch(model, self.train, indices, self.train_tf(), loss_fn, opt, device=self.device,
                                      gen=generator(c.seed, 4, epoch), epoch=epoch, batch_size=c.batch_size,
                                      num_workers=c.num_workers, desc=f"{tag} {epoch}/{epochs}", progress=c.progress,
-                                     freeze_bn_stats=c.freeze_bn_stats)
+                                     freeze_bn_stats=c.freeze_bn_stats, precision=c.precision)
         self.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=int(len(indices)), **values)
         self.checkpoint(tag, epoch, **(states or {"model": model, "opt": opt}))
         return loss

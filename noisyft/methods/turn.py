@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from noisyft import dist
 from noisyft.engine import head_logits
 from noisyft.losses import create_loss, per_sample_ce
 from noisyft.methods.base import Context, MethodOutput, label_quality_doc
@@ -35,10 +36,9 @@ from noisyft.selection import balanced_subsample, fit_per_class_gmm, select_clea
 log = logging.getLogger("noisyft")
 
 
-def gmm_selection(ctx: Context, logits: torch.Tensor, epoch: int, rng: np.random.Generator) -> np.ndarray:
-    """Per-class GMM on CE losses → clean set → class-balanced subsample; logs the step's stats."""
+def gmm_selection(ctx: Context, losses: np.ndarray, epoch: int, rng: np.random.Generator) -> np.ndarray:
+    """Per-class GMM on the per-sample CE losses → clean set → class-balanced subsample; logs the step's stats."""
     labels = ctx.train.labels
-    losses = per_sample_ce(logits, torch.as_tensor(labels)).numpy()
     fit = fit_per_class_gmm(losses, labels, ctx.num_classes)
     save_losses(ctx.run, f"epoch{epoch}", losses, fit, ctx.cfg.tau)  # for the report's loss histograms
     clean = select_clean(fit.clean_prob, ctx.cfg.tau)
@@ -76,19 +76,31 @@ def turn(ctx: Context) -> MethodOutput:
     model = ctx.classifier()
     opt = ctx.fft_optim.build(model.parameters())
     start = ctx.resume("fft", model=model, opt=opt)
+    epochs = ctx.epochs_fft
+    logits = losses = None  # the train set's eval logits (after the last epoch) or per-sample losses (before)
     if start == 0:
         head = linear_probe(ctx, "gce", cfg.epochs_lp, q=cfg.gce_q)
         model.head.load_state_dict(head.state_dict())
         logits = head_logits(head, ctx.features("train"), ctx.device)
+        losses = per_sample_ce(logits, torch.as_tensor(ctx.train.labels)).numpy()
     else:
         with ctx.run.phase("selection"):
-            logits = ctx.image_logits(model, "train", desc="losses:train")
+            logits, losses = _train_pass(ctx, model, final=start >= epochs)
     loss_fn = create_loss("ce")
-    epochs = ctx.epochs_fft
     for epoch in range(start + 1, epochs + 1):
-        with ctx.run.phase("selection"):
-            chosen = gmm_selection(ctx, logits, epoch, np.random.default_rng([cfg.seed, 3, epoch]))
+        with ctx.run.phase("selection"):  # rank 0 selects (it alone holds the losses); every rank trains on its choice
+            rng = np.random.default_rng([cfg.seed, 3, epoch])
+            chosen = dist.on_main(lambda: gmm_selection(ctx, losses, epoch, rng))
         ctx.fine_tune_epoch(model, chosen, loss_fn, opt, epoch, epochs)
         with ctx.run.phase("selection"):
-            logits = ctx.image_logits(model, "train", desc="losses:train")
+            logits, losses = _train_pass(ctx, model, final=epoch == epochs)
     return MethodOutput(model=model, train_logits=logits)
+
+
+def _train_pass(ctx: Context, model, final: bool):
+    """The eval pass over the training set: full logits after the last epoch (the label-issue table needs them),
+    per-sample losses only before it (all selection needs). Data-parallel, rank 0 receives them (None elsewhere)."""
+    if not final:
+        return None, ctx.image_losses(model, "train", desc="losses:train")
+    logits = ctx.image_logits(model, "train", desc="losses:train")
+    return logits, None if logits is None else per_sample_ce(logits, torch.as_tensor(ctx.train.labels)).numpy()

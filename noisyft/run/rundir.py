@@ -79,7 +79,9 @@ class RunDir:
     failed on a corrupt image or a mistyped backbone) is restarted with the new config instead.
     """
 
-    def __init__(self, path: str | Path, identity: dict, full_config: dict):
+    def __init__(self, path: str | Path, identity: dict, full_config: dict, launch: dict | None = None):
+        """``launch``: how the run was started (e.g. ``{"world_size": 2}``), recorded in config.json, not part of
+        the identity (a run may resume with another number of processes)."""
         self.path = Path(path)
         self.timings: dict[str, float] = {}
         self._records: dict[str, list] = {}
@@ -95,7 +97,8 @@ class RunDir:
         self._lock.acquire()
         try:
             self.restarted = self._check_config(identity)
-            write_json(self.path / CONFIG, {"format": FORMAT, "identity": identity, "config": full_config})
+            write_json(self.path / CONFIG, {"format": FORMAT, "identity": identity, "config": full_config,
+                                            **({"launch": launch} if launch else {})})
             self.state: dict = self._read_state()
         except BaseException:
             self.release()
@@ -292,6 +295,55 @@ class RunDir:
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         with atomic_path(self.file(name)) as tmp:
             save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
+
+
+class FollowerRunDir(RunDir):
+    """The run directory as a data-parallel run's other ranks see it: they read it (the checkpoint to
+    resume from, the finished state) but never write: rank 0's :class:`RunDir` writes every file.
+
+    Logs, timings and checkpoints are kept in memory only, so the methods run unchanged on every rank.
+    """
+
+    def __init__(self, path: str | Path):  # noqa: super().__init__ would lock and write
+        self.path = Path(path)
+        self.timings = {}
+        self._records = {}
+        self._tb = None
+        self._tb_missing = True
+        self.restarted = False
+        self.state = self._read_state()
+
+    def release(self) -> None:
+        pass
+
+    def write_json(self, name: str, obj) -> None:
+        pass
+
+    def write_frame(self, name: str, df: pd.DataFrame) -> None:
+        pass
+
+    def save_array(self, name: str, array: np.ndarray) -> None:
+        pass
+
+    def start(self, checkpoint: dict | None) -> None:
+        self._records = {k: list(v) for k, v in (checkpoint or {}).get("records", {}).items()}
+        self.timings = dict((checkpoint or {}).get("timings", {}))
+
+    def log(self, stream: str, record: dict) -> None:
+        self._records.setdefault(stream, []).append(json.loads(json.dumps(record, default=float)))
+
+    def save_checkpoint(self, tag: str, epoch: int, states: dict) -> None:
+        pass
+
+    def drop_checkpoint(self) -> None:
+        pass
+
+    def finish(self, step: str) -> None:
+        if step not in self.state["finished"]:
+            self.state["finished"].append(step)
+
+    def save_model(self, model: torch.nn.Module, meta: dict, name: str = MODEL) -> None:
+        pass
 
 
 def flatten_record(record: dict, prefix: str = "") -> dict:

@@ -1,0 +1,258 @@
+"""Data-parallel runs: ``torchrun --nproc_per_node 2`` over gloo on the CPU against one process.
+
+What is bit-identical to one process: the feature cache entry, the per-sample losses of an eval
+pass (the first selection's, from the features, and the one after a fine-tuning epoch, when a
+2-process run resumes a 1-process checkpoint), and so the selections made from them. What is
+within a tolerance: weights after DDP fine-tuning (gradients summed over ranks add in another
+order: |Δw| ≤ 1e-5 after two epochs here, |Δloss| ≤ 1e-4) and the losses computed from them.
+A 2-process run killed mid-fine-tuning resumes to the uninterrupted 2-process run's results,
+bit for bit; a NaN on one rank stops both ranks with the same one-line error; only rank 0 writes
+the run directory (an audit hook records every write of each rank).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from noisyft import dist
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--method", "turn", "--backbone", "test_vit", "--no-pretrained", "--image-size", "32", "--epochs-lp", "2",
+        "--epochs-fft", "2", "--batch-size", "16", "--num-workers", "0", "--no-progress", "--noise", "sym:0.4",
+        "--seed", "7", "--augment", "none"]
+WEIGHT_TOL, LOSS_TOL = 1e-5, 1e-4
+
+
+def _fit(data: Path, out: Path, cache: Path, nproc: int = 1, kill_at: str | None = None, audit: Path | None = None,
+         resume: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NOISYFT_CACHE": str(cache), "NOISYFT_SHARD_ROWS": "32", "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("NOISYFT_KILL_AT", None)
+    if kill_at:
+        env["NOISYFT_KILL_AT"] = kill_at
+    target = ["-m", "noisyft"]
+    if audit is not None:
+        env.update(NOISYFT_TEST_AUDIT=str(audit), NOISYFT_TEST_WATCH=os.pathsep.join([str(out), str(cache)]))
+        target = ["-m", "tests.dist_audit"]
+    argv = ["fit", "--resume", str(out)] if resume else ["fit", "--data", str(data), "--out", str(out), *ARGS]
+    if nproc == 1:
+        cmd = [sys.executable, *target, *argv]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone", *target,
+               *argv]
+    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
+def _weights(run: Path) -> dict:
+    return load_file(str(run / "model.safetensors"))
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def _selection(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "selection.jsonl").read_text().splitlines()]
+
+
+def _features(cache: Path) -> dict:
+    return {p.parent.name: p.read_bytes() for p in sorted(cache.rglob("features.npy"))}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One 1-process run, one 1-process run killed after its first fine-tuning epoch, and an audited 2-process run."""
+    from tests.conftest import write_tree
+
+    base = tmp_path_factory.mktemp("dist")
+    data = base / "imgs"
+    write_tree(data, 24, seed=0, split="train")
+    write_tree(data, 8, seed=1, split="test")
+    one = _fit(data, base / "one", base / "cache1")
+    assert one.returncode == 0, one.stderr
+    two = _fit(data, base / "two", base / "cache2", nproc=2, audit=base / "audit")
+    assert two.returncode == 0, two.stderr
+    return data, base
+
+
+def test_two_processes_match_one(runs):
+    data, base = runs
+    one, two = base / "one", base / "two"
+    # the cache entries (train and test features) are the same files, byte for byte
+    f1, f2 = _features(base / "cache1"), _features(base / "cache2")
+    assert len(f1) == 2 and f1 == f2
+    # the first selection (from the features) and its per-sample losses are bit-identical
+    assert np.array_equal(np.load(one / "losses" / "epoch1.npy"), np.load(two / "losses" / "epoch1.npy"))
+    assert _selection(one)[0] == _selection(two)[0]
+    # DDP fine-tuning: within the stated tolerance of one process
+    assert _max_diff(_weights(one), _weights(two)) <= WEIGHT_TOL
+    for name in ("epoch2", "final"):
+        assert np.abs(np.load(one / "losses" / f"{name}.npy") - np.load(two / "losses" / f"{name}.npy")).max() <= LOSS_TOL
+    m1 = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
+    m2 = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [m["test_acc"] for m in m1] == [m["test_acc"] for m in m2]
+    assert all(abs(a["train_loss"] - b["train_loss"]) <= LOSS_TOL for a, b in zip(m1, m2))
+    # the world size is recorded, but is not part of the run's identity
+    c1, c2 = json.loads((one / "config.json").read_text()), json.loads((two / "config.json").read_text())
+    assert c2["launch"] == {"world_size": 2} and "launch" not in c1
+    assert c1["identity"] == c2["identity"]
+
+
+def test_only_rank_0_writes_the_run(runs):
+    _, base = runs
+    rank0 = json.loads((base / "audit.rank0").read_text())
+    rank1 = json.loads((base / "audit.rank1").read_text())
+    run = str(base / "two")
+    assert any(path.startswith(run) and path.endswith("model.safetensors.tmp") or "model.safetensors" in path
+               for _, path in rank0)
+    assert [e for e in rank1 if e[1].startswith(run)] == []  # nothing in the run directory from rank 1
+    # but rank 1 did its share of the feature extraction (shard 1 of 3 of the training images)
+    cache = str(base / "cache2")
+    assert any(path.startswith(cache) and "part-00001" in path for _, path in rank1)
+    assert not any(path.startswith(cache) and "part-00001" in path for _, path in rank0)
+
+
+def test_two_processes_resume_a_one_process_checkpoint_bit_identically(runs):
+    """An eval pass split over 2 ranks and gathered by sample index gives the single process's losses, bit for bit."""
+    data, base = runs
+    out = base / "one-killed"
+    killed = _fit(data, out, base / "cache1", kill_at="train:2:0")
+    assert killed.returncode == -9
+    assert json.loads((out / "progress.json").read_text()) == {"tag": "fft", "epoch": 1}
+    # resumed by 2 processes, stopped at the first step of the next epoch: after its eval pass and selection
+    resumed = _fit(data, out, base / "cache1", nproc=2, kill_at="train:2:0")
+    assert resumed.returncode != 0 and "resuming" in resumed.stderr, resumed.stderr
+    assert np.array_equal(np.load(out / "losses" / "epoch2.npy"), np.load(base / "one" / "losses" / "epoch2.npy"))
+    assert _selection(out) == _selection(base / "one")
+
+
+def test_killed_two_process_run_resumes_to_the_uninterrupted_result(runs):
+    data, base = runs
+    out = base / "two-killed"
+    killed = _fit(data, out, base / "cache2", nproc=2, kill_at="train:2:1@1")  # rank 1 SIGKILLed in epoch 2
+    assert killed.returncode != 0
+    assert not (out / "summary.json").exists()
+    assert json.loads((out / "progress.json").read_text()) == {"tag": "fft", "epoch": 1}
+    resumed = _fit(data, out, base / "cache2", nproc=2, resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    ref = base / "two"
+    assert (out / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
+    assert _selection(out) == _selection(ref)
+    assert _max_diff(_weights(out), _weights(ref)) == 0.0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "label_issues.csv"), pd.read_csv(ref / "label_issues.csv"))
+
+
+def test_nan_on_one_rank_stops_both_with_one_line(runs):
+    data, base = runs
+    out = base / "two-nan"
+    r = _fit(data, out, base / "cache2", nproc=2, kill_at="nan:fine-tuning:1:1@1")
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert lines == ["error: fine-tuning: loss became nan at epoch 1, step 1; lower the learning rate "
+                     "(the last good checkpoint is kept)"] * 2, r.stderr[-3000:]
+    assert not (out / "summary.json").exists()
+
+
+def test_a_user_error_on_rank_0_stops_both_ranks_with_its_line(runs):
+    """Rank 0 alone checks the run folder; its one-line refusal reaches rank 1 (no hang, no second story)."""
+    data, base = runs
+    foreign = base / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    r = _fit(data, foreign, base / "cache2", nproc=2)
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 2 and lines[0] == lines[1] and "is a folder that is not a noisyft run" in lines[0], r.stderr
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+# ---- in-process checks of the pieces (one process: the helpers are the identity, the sharding is pure) ----
+
+def test_shards_cover_every_sample_once_at_batch_boundaries():
+    for n in (0, 1, 15, 16, 17, 100, 1001):
+        for w in (1, 2, 3, 8):
+            parts = [dist.shard(n, align=16, r=r, w=w) for r in range(w)]
+            assert np.array_equal(np.concatenate(parts), np.arange(n))
+            assert all(len(p) == 0 or p[0] % 16 == 0 for p in parts)
+
+
+def test_gather_by_index_alone_places_rows_and_refuses_gaps():
+    vals, idx = np.array([10.0, 30.0, 20.0], dtype=np.float32), np.array([0, 2, 1])
+    assert dist.gather_by_index(vals, idx, 3).tolist() == [10.0, 20.0, 30.0]
+    with pytest.raises(ValueError):
+        dist.gather_by_index(vals[:2], idx[:2], 3)
+    assert dist.world_size() == 1 and dist.is_main() and dist.broadcast_object("x") == "x"
+    assert dist.on_main(lambda: 5) == 5
+
+
+def test_epoch_batches_are_the_single_process_loader_batches(image_tree):
+    """The DDP epoch's global batches are the ones train_image_epoch's single process draws."""
+    from noisyft import engine
+    from noisyft.losses import CE
+
+    seen = []
+
+    class Spy(CE):
+        def forward(self, logits, targets, index=None):
+            seen.append(index.tolist())
+            return super().forward(logits, targets, index)
+
+    from noisyft.data.base import LabeledSet
+    from noisyft.data.inputs import open_images
+
+    source = open_images(str(image_tree / "train"))
+    labels = np.zeros(len(source), dtype=np.int64)
+    data = LabeledSet(source, labels, ["a", "b", "c"])
+    chosen = np.arange(0, len(source), 2)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    model(torch.zeros(1, 3, 8, 8))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    import torchvision.transforms as T
+
+    tf = T.Compose([T.Resize(8), T.CenterCrop(8), T.ToTensor()])
+    engine.train_image_epoch(model, data, chosen, tf, Spy(), opt, device=torch.device("cpu"),
+                             gen=engine.generator(3, 4, 1), epoch=1, batch_size=7, num_workers=0, progress=False)
+    expected = [chosen[b].tolist() for b in engine.epoch_batches(len(chosen), 7, engine.generator(3, 4, 1), False)]
+    assert seen == expected
+
+
+def test_precision_option_and_fused_adamw_plumbing():
+    from noisyft.config import FitConfig, OptimConfig, fused_ok
+    from noisyft.features.loader import use_bf16
+
+    assert FitConfig().precision == "auto" and "precision" not in FitConfig().identity()  # old run identities kept
+    assert FitConfig(precision="fp32").identity()["precision"] == "fp32"
+    assert FitConfig().digest() != FitConfig(precision="bf16").digest()
+    with pytest.raises(Exception, match="precision"):
+        FitConfig(precision="fp16").validate()
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert use_bf16(cuda, "auto") and use_bf16(cuda, "bf16") and not use_bf16(cuda, "fp32")
+    assert not use_bf16(cpu, "auto") and not use_bf16(cpu, "bf16")  # the CPU computes in fp32, as before
+    p = torch.nn.Parameter(torch.zeros(2))
+    assert not fused_ok([p])
+    opt = OptimConfig("adamw").build([p])
+    assert not opt.defaults.get("fused")  # CPU: the optimiser as before
+
+
+def test_methods_that_cannot_run_data_parallel_are_refused_in_one_line():
+    from noisyft.api import check_data_parallel
+    from noisyft.errors import UserError
+    from noisyft.methods import DATA_PARALLEL
+
+    check_data_parallel("turn", 2)
+    assert {"turn", "ce-fft", "gce-fft", "ce-lp"} <= DATA_PARALLEL
+    with pytest.raises(UserError, match=r"^--method deft: not supported with 2 processes") as e:
+        check_data_parallel("deft", 2)
+    assert "\n" not in str(e.value)
