@@ -11,15 +11,17 @@ What the rest of noisyft uses: :func:`rank`, :func:`world_size`, :func:`is_main`
 :func:`barrier`, :func:`broadcast_object`, :func:`shard` (a rank's contiguous, batch-aligned
 slice of N samples), :func:`gather_by_index` (per-sample arrays back in sample order, each
 sample once, from whichever rank computed it), :func:`all_sum` (one number summed over ranks:
-the NaN agreement of a training step) and :func:`on_main` (run on rank 0, hand its result or
-its error to every rank).
+the NaN agreement of a training step), :func:`on_main` (run on rank 0, hand its result or
+its error to every rank), and :func:`split_batch` / :func:`global_rows` (a loss that keeps
+per-sample state folds the whole global batch into it, not only this rank's part).
 """
 from __future__ import annotations
 
 import os
 import pickle
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import numpy as np
 import torch
@@ -224,6 +226,53 @@ def all_sum(value: torch.Tensor) -> torch.Tensor:
     t = value.detach().to(_comm_device(), torch.float64).reshape(1).clone()
     torch.distributed.all_reduce(t)
     return t.reshape(()).to(value.device)
+
+
+_split: Optional[bool] = None  # inside split_batch(): whether this rank's rows of the global batch are real
+
+
+@contextmanager
+def split_batch(real: bool = True) -> Iterator[None]:
+    """Inside: the batch a loss sees is this rank's part of one global batch (the data-parallel training step).
+
+    ``real=False`` marks a stand-in part (a rank with no sample of a short last batch runs one at weight 0):
+    it contributes no rows to :func:`global_rows`.
+    """
+    global _split
+    before, _split = _split, bool(real)
+    try:
+        yield
+    finally:
+        _split = before
+
+
+def global_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-sample rows of the whole global batch: inside :func:`split_batch` in a group, every rank's rows of each
+    tensor (same first dimension; detached) concatenated in rank order, which is the global batch's order; elsewhere
+    the tensors themselves, untouched (one process, or a pass every rank makes over the same rows).
+
+    What a loss with per-sample state (ELR's running targets, a temporal ensemble) folds in, so every rank keeps
+    the state one process would have. Every rank of the group must call it at the same step.
+    """
+    if _split is None or world_size() <= 1:
+        return tensors
+    dev = _comm_device()
+    rows = len(tensors[0]) if _split else 0
+    size = torch.tensor([rows], dtype=torch.int64, device=dev)
+    sizes = [torch.zeros_like(size) for _ in range(world_size())]
+    torch.distributed.all_gather(sizes, size)
+    counts = [int(s.item()) for s in sizes]
+    longest = max(counts)
+    out = []
+    for t in tensors:
+        if len(t) != len(tensors[0]):
+            raise ValueError(f"global_rows: {len(t)} rows against {len(tensors[0])}")
+        buf = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype, device=dev)
+        buf[:rows] = t.detach()[:rows].to(dev)
+        bufs = [torch.empty_like(buf) for _ in counts]
+        torch.distributed.all_gather(bufs, buf)
+        out.append(torch.cat([b[:c] for b, c in zip(bufs, counts)]).to(t.device))
+    return tuple(out)
 
 
 def destroy() -> None:

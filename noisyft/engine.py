@@ -196,6 +196,9 @@ def train_image_epoch_ddp(model: nn.Module, data: LabeledSet, indices: Sequence[
     process (unequal parts included). The step's loss is summed over ranks before the
     backward pass: a NaN on any rank stops every rank at the same step with the same message.
     A rank whose part is empty (a last batch smaller than the world) runs one sample at weight 0.
+    The loss runs inside :func:`noisyft.dist.split_batch`: a loss with per-sample state (ELR's running
+    targets, ``consensus``'s temporal ensemble) updates it from every rank's rows
+    (:func:`noisyft.dist.global_rows`), so each rank holds the state one process would.
     """
     from torch.nn.parallel import DistributedDataParallel
 
@@ -221,7 +224,8 @@ def train_image_epoch_ddp(model: nn.Module, data: LabeledSet, indices: Sequence[
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = ddp(x)
         share = mine / whole
-        loss = loss_fn(logits.float(), y, idx)
+        with dist.split_batch(real=mine > 0):  # a loss's per-sample state folds in the whole global batch
+            loss = loss_fn(logits.float(), y, idx)
         agreed = dist.all_sum(inject_nan(loss.detach(), "fine-tuning", epoch, step) * share)  # the global batch mean
         check_finite(agreed, "fine-tuning", epoch, step, inject=False)
         opt.zero_grad(set_to_none=True)

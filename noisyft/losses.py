@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from noisyft import dist
 from noisyft.registry import Registry
 
 LOSSES: Registry = Registry("loss")
@@ -60,6 +61,8 @@ class ELR(nn.Module):
     [1e-4, 1 − 1e-4], renormalised, detached) and adds λ·mean(log(1 − ⟨t_i, p_i⟩)),
     which pulls predictions towards what the model learnt early, before it
     memorises wrong labels. Needs the dataset size and each batch's ``index``.
+    In a data-parallel step the targets fold in every rank's rows (:func:`noisyft.dist.global_rows`),
+    so each rank keeps the targets of one process.
     """
 
     def __init__(self, num_examples: int, num_classes: int, beta: float = 0.7, lam: float = 3.0):
@@ -71,8 +74,9 @@ class ELR(nn.Module):
         """mean(log(1 − ⟨t_i, p_i⟩)) after folding this batch's predictions into the running targets."""
         p = F.softmax(logits, dim=1).clamp(1e-4, 1 - 1e-4)
         with torch.no_grad():
-            p_hat = p / p.sum(1, keepdim=True)
-            self.target[index] = self.beta * self.target[index] + (1 - self.beta) * p_hat
+            every, p_all = dist.global_rows(index, p)  # data-parallel: the whole global batch (one process: as is)
+            p_hat = p_all / p_all.sum(1, keepdim=True)
+            self.target[every] = self.beta * self.target[every] + (1 - self.beta) * p_hat
         return (1 - (self.target[index] * p).sum(1)).log().mean()
 
     def forward(self, logits, targets, index):

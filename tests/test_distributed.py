@@ -8,6 +8,11 @@ order: |Δw| ≤ 1e-5 after two epochs here, |Δloss| ≤ 1e-4) and the losses c
 A 2-process run killed mid-fine-tuning resumes to the uninterrupted 2-process run's results,
 bit for bit; a NaN on one rank stops both ranks with the same one-line error; only rank 0 writes
 the run directory (an audit hook records every write of each rank).
+
+The other data-parallel methods (one launch per world size fits each, tests/dist_methods.py): the
+cached-feature ones give one process's results bit for bit; elr-fft and consensus keep per-sample
+state (ELR's targets; the temporal ensemble, clean weights and flags) identical on both ranks and
+within 1e-5 of one process, because the loss folds in the whole global batch (dist.global_rows).
 """
 from __future__ import annotations
 
@@ -178,6 +183,69 @@ def test_a_user_error_on_rank_0_stops_both_ranks_with_its_line(runs):
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
 
 
+# ---- the other data-parallel methods: one launch per world size fits each of them (tests/dist_methods.py) ----
+
+NEW_METHODS = ["elr-fft", "consensus", "consensus-detect", "cleanlab", "cleanlab-fft", "small-loss-lp", "small-loss-fft",
+               "unicon-lp", "dividemix-lp"]
+FEATURE_ONLY = {"consensus-detect", "cleanlab", "small-loss-lp", "unicon-lp", "dividemix-lp"}  # no image pass trains
+
+
+def _fit_methods(data: Path, out: Path, cache: Path, state: Path, nproc: int, audit: Path | None = None):
+    env = {**os.environ, "NOISYFT_CACHE": str(cache), "NOISYFT_SHARD_ROWS": "32", "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("NOISYFT_KILL_AT", None)
+    if audit is not None:
+        env.update(NOISYFT_TEST_AUDIT=str(audit), NOISYFT_TEST_WATCH=str(out))
+    launch = [] if nproc == 1 else ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone"]
+    cmd = [sys.executable, *launch, "-m", "tests.dist_methods", str(data), str(out), str(state), ",".join(NEW_METHODS)]
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def method_runs(runs):
+    """Every method of NEW_METHODS fitted by one process and by an audited 2-process launch (the features cached)."""
+    data, base = runs
+    _fit_methods(data, base / "m1", base / "cache1", base / "state1", 1)
+    _fit_methods(data, base / "m2", base / "cache2", base / "state2", 2, audit=base / "maudit")
+    return base
+
+
+@pytest.mark.parametrize("method", NEW_METHODS)
+def test_more_methods_on_two_processes_match_one(method_runs, method):
+    """Selections and per-sample state (ELR's targets, consensus's temporal ensemble, flags and clean weights) of a
+    2-process run match one process: identical on both ranks, within the stated tolerance of one process (bit for
+    bit for the cached-feature methods); only rank 0 writes the run."""
+    base = method_runs
+    one, two = base / "m1" / method, base / "m2" / method
+    from noisyft.methods import DATA_PARALLEL
+
+    assert method in DATA_PARALLEL
+    i1, i2 = (pd.read_csv(r / "label_issues.csv").sort_values("index").reset_index(drop=True) for r in (one, two))
+    sel1, sel2 = (_selection(r) if (r / "selection.jsonl").exists() else [] for r in (one, two))
+    assert sel1 == sel2  # selections: from the features, or (small-loss-fft) from gathered losses after DDP epochs
+    if method in FEATURE_ONLY:
+        assert _max_diff(_weights(one), _weights(two)) == 0.0
+        pd.testing.assert_frame_equal(i1, i2, check_exact=True)
+    else:
+        assert _max_diff(_weights(one), _weights(two)) <= WEIGHT_TOL
+        assert np.array_equal(i1["is_label_issue"], i2["is_label_issue"])
+        assert np.abs(i1["label_quality"] - i2["label_quality"]).max() <= LOSS_TOL
+    states = sorted((base / "state2").glob(f"{method}.rank*.npz"))
+    if method in ("elr-fft", "consensus"):
+        ref, s0, s1 = (np.load(p) for p in (base / "state1" / f"{method}.rank0.npz", *states))
+        assert len(states) == 2 and ref.files == s0.files == s1.files
+        for key in ref.files:
+            assert np.array_equal(s0[key], s1[key]), key  # every rank holds the same state
+            assert np.abs(ref[key].astype(np.float64) - s0[key].astype(np.float64)).max(initial=0) <= WEIGHT_TOL, key
+        assert np.abs(s0["current" if method == "consensus" else "target"]).sum() > 0  # the state was filled
+        if method == "consensus":
+            assert np.array_equal(ref["flags"], s0["flags"]) and np.array_equal(ref["w"], s0["w"])
+    rank1 = json.loads((base / "maudit.rank1").read_text())
+    assert [e for e in rank1 if e[1].startswith(str(two))] == []
+    assert any(e[1].startswith(str(two)) for e in json.loads((base / "maudit.rank0").read_text()))
+
+
 # ---- in-process checks of the pieces (one process: the helpers are the identity, the sharding is pure) ----
 
 def test_shards_cover_every_sample_once_at_batch_boundaries():
@@ -195,6 +263,14 @@ def test_gather_by_index_alone_places_rows_and_refuses_gaps():
         dist.gather_by_index(vals[:2], idx[:2], 3)
     assert dist.world_size() == 1 and dist.is_main() and dist.broadcast_object("x") == "x"
     assert dist.on_main(lambda: 5) == 5
+
+
+def test_global_rows_alone_is_the_identity():
+    """One process (inside a split batch or not): the loss's own rows, the very tensors (single runs unchanged)."""
+    idx, p = torch.arange(3), torch.rand(3, 2)
+    assert all(a is b for a, b in zip(dist.global_rows(idx, p), (idx, p)))
+    with dist.split_batch(real=False):
+        assert all(a is b for a, b in zip(dist.global_rows(idx, p), (idx, p)))
 
 
 def test_epoch_batches_are_the_single_process_loader_batches(image_tree):

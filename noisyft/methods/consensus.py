@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from noisyft import dist
 from noisyft.config import OptimConfig
 from noisyft.engine import generator, head_logits, train_head_epoch, train_image_epoch
 from noisyft.errors import UserError
@@ -155,7 +156,10 @@ class RefurbishedTargets(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         idx = index.to(self.w.device)
         with torch.no_grad():
-            self.current[idx] = logits.detach().float().softmax(1).to(self.current.device)
+            # data-parallel: every rank's rows of the global batch (one process: this batch), so each rank's ensemble
+            # is the one process's
+            every, probs = dist.global_rows(idx, logits.detach().float().softmax(1))
+            self.current[every] = probs.to(self.current.device)
             onehot = F.one_hot(self.labels[idx], logits.shape[1]).float()
             pred = self.prediction()[idx]
             guess = sharpen(pred, self.s.sharpen_T)
@@ -183,16 +187,25 @@ class RefurbishedTargets(nn.Module):
         m = self.s.ema if int(self.epochs_seen) > 0 else 0.0
         self.ensemble.mul_(m).add_((1 - m) * self.current)
         self.epochs_seen += 1
+        # data-parallel: rank 0 fits the GMM and cleanlab's flags on its (every rank's identical) ensemble and hands
+        # them to every rank, so no rank's targets can drift from another's by a library's thread order
+        score, w, flags = dist.on_main(lambda: self._estimate(num_classes))
+        self.score.copy_(torch.as_tensor(score))
+        self.w.copy_(torch.as_tensor(w, dtype=torch.float32))
+        if flags is not None:
+            self.flags.copy_(torch.as_tensor(flags))
+
+    def _estimate(self, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(consensus score, clean weight w, cleanlab's flags or None) from the detector and the ensemble."""
         labels = self.labels.cpu().numpy()
         model_score = self.ensemble[torch.arange(len(labels)), self.labels].double().cpu().numpy()
         a = self.s.model_weight
         det = self.det_score.cpu().numpy()
         score = (1 - a) * cd.rank01(det) + a * cd.rank01(model_score) if self.s.combine == "rank" \
             else (1 - a) * det + a * model_score
-        self.score.copy_(torch.as_tensor(score))
-        self.w.copy_(torch.as_tensor(cd.clean_posterior(score, labels, num_classes), dtype=torch.float32))
-        if self.s.relabel == "flagged":
-            self.flags.copy_(torch.as_tensor(cd.issue_flags(self.prediction().cpu().numpy(), labels)))
+        w = cd.clean_posterior(score, labels, num_classes)
+        flags = cd.issue_flags(self.prediction().cpu().numpy(), labels) if self.s.relabel == "flagged" else None
+        return score, w, flags
 
 
 class _SoftTargets(nn.Module):

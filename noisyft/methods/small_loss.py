@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from noisyft import dist
 from noisyft.engine import generator, head_logits, train_head_epoch
 from noisyft.losses import create_loss, per_sample_ce
 from noisyft.methods.base import GMM_LABEL_QUALITY, Context, MethodOutput, label_quality_doc
@@ -55,8 +56,12 @@ class SmallLossFFTSettings(MethodSettings):
 
 def keep_small_loss(ctx: Context, logits: torch.Tensor, epoch: int) -> np.ndarray:
     """Indices of the lowest-loss ``keep_fraction`` of each class under ``logits``; logs the selection."""
+    return keep_lowest(ctx, per_sample_ce(logits, torch.as_tensor(ctx.train.labels)).numpy(), epoch)
+
+
+def keep_lowest(ctx: Context, losses: np.ndarray, epoch: int) -> np.ndarray:
+    """Indices of the lowest-``losses`` ``keep_fraction`` of each class; logs the selection."""
     keep_fraction = ctx.settings.keep_fraction
-    losses = per_sample_ce(logits, torch.as_tensor(ctx.train.labels)).numpy()
     chosen = np.flatnonzero(small_loss_selection(losses, ctx.train.labels, ctx.num_classes, keep_fraction))
     ctx.log_selection(epoch, chosen, keep_fraction=keep_fraction)
     return chosen
@@ -103,8 +108,9 @@ def small_loss_fft(ctx: Context) -> MethodOutput:
         chosen = np.arange(len(ctx.train))
         if epoch > warmup:
             with ctx.run.phase("selection"):
-                logits = ctx.image_logits(model, "train", desc="losses:train")
-                chosen = keep_small_loss(ctx, logits, epoch)
+                # data-parallel: each rank scores its rows, rank 0 selects, every rank trains on its choice
+                losses = ctx.image_losses(model, "train", desc="losses:train")
+                chosen = dist.on_main(lambda: keep_lowest(ctx, losses, epoch))
         ctx.fine_tune_epoch(model, chosen, loss_fn, opt, epoch, epochs)
     with ctx.run.phase("selection"):
         logits = ctx.image_logits(model, "train", desc="losses:train")
