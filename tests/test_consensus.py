@@ -87,6 +87,16 @@ def test_temporal_ensemble_is_collected_from_the_training_pass():
     assert t.w[1] < t.w[0] and t.w[1] < t.w[2]
 
 
+def test_end_epoch_keeps_the_detector_score():
+    """The re-estimated score is a mix of the detector's and the model's: the detector's own stays as it was
+    (it shared memory with the running score on the CPU, so from epoch 2 the mix drifted)."""
+    det = np.array([0.9, 0.2, 0.8, 0.7])
+    t = RefurbishedTargets(np.array([0, 1, 1, 0]), det, np.full((4, 2), 0.5), np.ones(4), ConsensusSettings())
+    t(torch.tensor([[0.0, 3.0], [3.0, 0.0], [0.0, 3.0], [3.0, 0.0]]), torch.tensor([0, 1, 1, 0]), torch.arange(4))
+    t.end_epoch(2)
+    assert np.array_equal(t.det_score.numpy(), det) and not np.array_equal(t.score.numpy(), det)
+
+
 def _target_loss(**settings) -> float:
     """The fine-tuning loss on one sample labelled 0 that the detector flags and predicts as class 1 (p = 0.7)."""
     s = ConsensusSettings(elr_lambda=0.0, **settings)

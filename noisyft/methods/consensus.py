@@ -144,7 +144,9 @@ class RefurbishedTargets(nn.Module):
         self.register_buffer("ensemble", torch.zeros(n, c))       # temporal ensemble (epochs before this one)
         self.register_buffer("current", torch.zeros(n, c))        # this epoch's predictions so far
         self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("score", torch.as_tensor(det_score, dtype=torch.float64))  # the current consensus score
+        # the current consensus score: its own memory (as_tensor of a float64 array would share det_score's,
+        # and every end_epoch would overwrite the detector's score on the CPU)
+        self.register_buffer("score", torch.tensor(det_score, dtype=torch.float64))
 
     def prediction(self) -> torch.Tensor:
         """The predicted part of the targets (before sharpening): detector, mixed with the model's ensemble once it exists."""
@@ -347,7 +349,7 @@ def consensus(ctx: Context) -> MethodOutput:
             loss = train_image_epoch(model, ctx.train, everyone, ctx.train_tf(), targets, opt, device=ctx.device,
                                      gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
                                      num_workers=cfg.num_workers, desc=f"{TAG} {epoch}/{epochs}",
-                                     progress=cfg.progress, freeze_bn_stats=cfg.freeze_bn_stats)
+                                     progress=cfg.progress, freeze_bn_stats=cfg.freeze_bn_stats, precision=cfg.precision)
         with ctx.run.phase("selection"):
             targets.end_epoch(C)
         stats = {}
