@@ -27,10 +27,12 @@ LOCK_NAME = ".lock"
 
 
 class RunLock:
-    """``acquire()`` takes the lock or raises UserError naming its holder; ``release()`` gives it back."""
+    """``acquire()`` takes the lock or raises UserError naming its holder (``wait``: blocks until it is free);
+    ``release()`` gives it back. ``lock_file`` puts the lock outside the run directory (``RUN_DIR/.lock`` by default)."""
 
-    def __init__(self, run_dir: str | Path):
-        self.path = Path(run_dir) / LOCK_NAME
+    def __init__(self, run_dir: str | Path, *, wait: bool = False, lock_file: str | Path | None = None):
+        self.path = Path(lock_file) if lock_file is not None else Path(run_dir) / LOCK_NAME
+        self.wait = wait
         self._fd: Optional[int] = None
 
     def acquire(self) -> None:
@@ -38,7 +40,7 @@ class RunLock:
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # never truncate: the holder's record is in it
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise UserError(f"run directory {self.path.parent} is in use by another noisyft process "

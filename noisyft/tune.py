@@ -57,6 +57,7 @@ from noisyft.errors import UserError, one_line
 from noisyft.options import did_you_mean
 from noisyft.ray_session import ray_session, require_ray, torch_threads
 from noisyft.run.files import METRICS_LOG, SUMMARY
+from noisyft.runlock import RunLock
 
 log = logging.getLogger("noisyft")
 
@@ -311,33 +312,6 @@ def trial_objective(path: Path) -> dict:
             "test_acc": chosen.get("test_acc"), "epochs_reported": len(recs)}
 
 
-class _TrialLock:
-    """Trials that drew the same settings share a run directory: the later one waits here, then reuses it."""
-
-    def __init__(self, path: Path):
-        self.path = path.parent.parent / "locks" / f"{path.name}.lock"  # OUT/locks/<trial>.lock, as bench's cells
-        self.fd: Optional[int] = None
-
-    def __enter__(self) -> "_TrialLock":
-        import os
-
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - no flock: the run's own lock still refuses a second writer
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import os
-
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None
-
-
 def run_trial(point: dict, job: dict) -> None:
     """One Tune trial (runs in a Ray worker): fit the point's settings, reporting each logged validation accuracy.
 
@@ -357,7 +331,11 @@ def run_trial(point: dict, job: dict) -> None:
         try:
             from noisyft.api import fit
 
-            with _TrialLock(path):
+            # trials that drew the same settings share a run directory: the later one waits, then reuses it
+            # (a lock of its own beside bench's cell locks, OUT/locks/<trial>.lock: fit takes RUN_DIR/.lock itself)
+            lock_file = path.parent.parent / "locks" / f"{path.name}.lock"
+            lock_file.parent.mkdir(parents=True, exist_ok=True)
+            with RunLock(path, wait=True, lock_file=lock_file):
                 box["reused"] = cell_finished(path)
                 fit(cfg)
         except BaseException as e:  # re-raised in Tune's thread below

@@ -53,3 +53,12 @@ def cli_error(argv, capsys) -> str:
     assert code == 2, err
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
     return err
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray (2 CPUs) for the session (tune and bench's Ray executor join it instead of starting their own)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

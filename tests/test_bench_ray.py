@@ -19,15 +19,6 @@ def tiny_data(tmp_path_factory):
     return write_splits(tmp_path_factory.mktemp("bench-ray") / "imgs", 12, 4)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray (2 CPUs) for the module: the executor joins it instead of starting its own."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _spec(data, methods=("ce-lp", "small-loss-lp")) -> BenchSpec:
     return BenchSpec.from_dict({"data": str(data), "noises": ["symflip:0.3"], "backbones": ["test_efficientnet"],
                                 "methods": list(methods), "seeds": [0], **COMMON})

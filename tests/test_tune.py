@@ -22,15 +22,6 @@ def tiny_data(tmp_path_factory):
     return write_splits(tmp_path_factory.mktemp("tune") / "imgs", 12, 4)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray (2 CPUs) for the module: ``run_tune`` joins it instead of starting its own."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _spec(data, **changes) -> TuneSpec:
     d = {"data": str(data), **SETTINGS, "search": SEARCH, **changes}
     return TuneSpec.from_dict({k: v for k, v in d.items() if v is not None}, "tune.yaml")

@@ -333,10 +333,10 @@ def consensus(ctx: Context) -> MethodOutput:
                                   batch_size=cfg.batch_size, seed=cfg.seed, init=head, T=s.sharpen_T)
         # fine-tuning's epoch 0: the pretrained backbone with the refurbished head (a candidate for delivery)
         rec = ctx.log_epoch("fft", 0, head=head, stage="start: pretrained backbone + refurbished head")
-        fresh = copy.deepcopy(model.head.state_dict())
+        fresh = copy.deepcopy(model.head.state_dict()) if s.head_init == "fresh" else None
         model.head.load_state_dict(head.state_dict())
         best.offer(rec.get("val_acc"), "fft:0", model)
-        if s.head_init == "fresh":
+        if fresh is not None:
             model.head.load_state_dict(fresh)
         opt = ctx.fft_optim.build(model.parameters())
         states["opt"] = opt
