@@ -97,16 +97,46 @@ def test_end_epoch_keeps_the_detector_score():
     assert np.array_equal(t.det_score.numpy(), det) and not np.array_equal(t.score.numpy(), det)
 
 
-def _target_loss(**settings) -> float:
+def _target_loss(transition=None, **settings) -> float:
     """The fine-tuning loss on one sample labelled 0 that the detector flags and predicts as class 1 (p = 0.7)."""
-    s = ConsensusSettings(elr_lambda=0.0, **settings)
-    t = RefurbishedTargets(np.array([0]), np.array([0.1]), np.array([[0.3, 0.7]]), np.array([0.2]), s, flags=np.array([True]))
+    s = ConsensusSettings(elr_lambda=0.0, **{"relabel": "flagged", **settings})
+    t = RefurbishedTargets(np.array([0]), np.array([0.1]), np.array([[0.3, 0.7]]), np.array([0.2]), s,
+                           flags=np.array([True]), transition=transition)
     return float(t(torch.tensor([[2.0, 0.0]]), torch.tensor([0]), torch.arange(1)))
+
+
+def test_label_posterior_weighs_the_prediction_by_the_noise_process():
+    """Bayes' rule: a 0.7 prediction against the given label wins only where the noise process makes the label
+    unlikely (a flat T), not at 20 % noise (T's diagonal 0.8); rows sum to 1."""
+    p, y = np.array([[0.3, 0.7]]), np.array([0])
+    low = cd.label_posterior(p, y, np.array([[0.8, 0.2], [0.2, 0.8]]))
+    high = cd.label_posterior(p, y, np.array([[0.55, 0.45], [0.45, 0.55]]))
+    assert low.argmax(1)[0] == 0 and high.argmax(1)[0] == 1
+    assert np.allclose(low.sum(1), 1) and np.allclose(high, [[0.165 / 0.48, 0.315 / 0.48]], atol=1e-6)
+
+
+def test_noise_transition_recovers_a_known_flip_rate():
+    """30 % of class 0 given as class 1 under a confident, correct prediction: T[0, 1] ≈ 0.3, T[1, 1] ≈ 1; and
+    bayes_issues flags exactly the flipped samples."""
+    rng = np.random.default_rng(0)
+    true = np.repeat([0, 1], 500)
+    given = true.copy()
+    flipped = rng.permutation(500)[:150]
+    given[flipped] = 1
+    probs = np.where(np.eye(2)[true] > 0, 0.9, 0.1)
+    T = cd.noise_transition(probs, given)
+    assert T[0, 1] == pytest.approx(0.3, abs=0.03) and T[1, 1] == pytest.approx(1.0, abs=0.03)
+    post, issues = cd.bayes_issues(probs, given)
+    assert set(np.flatnonzero(issues)) == set(flipped)
 
 
 def test_relabel_options_choose_the_target():
     keep = _target_loss(relabel="none")  # CE on the given label 0, which the logits favour: small
     flagged = _target_loss()  # target = sharpen(p) ≈ class 1: large
+    # posterior: the prediction wins under a flat noise process, the label under a 20 % one
+    high = _target_loss(relabel="posterior", transition=np.array([[0.55, 0.45], [0.45, 0.55]]))
+    low = _target_loss(relabel="posterior", transition=np.array([[0.8, 0.2], [0.2, 0.8]]))
+    assert high > keep + 1.0 and high > low + 1.0 and low < keep + 0.6
     assert keep == pytest.approx(float(torch.nn.functional.cross_entropy(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))))
     assert flagged > keep + 1.0
     assert _target_loss(relabel_min_conf=0.8) == pytest.approx(keep)  # top probability 0.7 < 0.8: label kept
