@@ -28,6 +28,8 @@ EXTRA = {"small-loss-lp": {"warmup": 1}, "small-loss-fft": {"warmup_fft": 1}, "u
          "deft": {"detect_epochs": 2, "warmup": 1, "detect_batch_size": 16, "n_ctx": 4, "vpt_tokens": 4, "lr": 0.003},
          "clip-label-match": {}}
 CLIP_METHODS = ("deft", "clip-label-match")
+# a validation split smaller than one batch (7 images): one rank of two evaluates none of it
+CONFIG = {"deft": {"val_fraction": 0.1}, "clip-label-match": {"val_fraction": 0.1}}
 
 
 def main(data: str, out: str, state: str, methods: str) -> None:
@@ -48,7 +50,7 @@ def main(data: str, out: str, state: str, methods: str) -> None:
     for method in methods.split(","):
         made.clear()
         extra = {**EXTRA.get(method, {}), **({"clip": os.environ["NOISYFT_TEST_CLIP"]} if method in CLIP_METHODS else {})}
-        api.fit(data=data, out=str(Path(out) / method), method=method, extra=extra, **COMMON)
+        api.fit(data=data, out=str(Path(out) / method), method=method, extra=extra, **{**COMMON, **CONFIG.get(method, {})})
         kept = [m for m in made if isinstance(m, RefurbishedTargets)] or made  # the training loss: the last one made
         if kept:
             arrays = {k: v.cpu().numpy() for k, v in kept[-1].state_dict().items()}

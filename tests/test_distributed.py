@@ -193,6 +193,7 @@ EXACT_DETECTION = {"clip-label-match"}
 # DEFT's detector trains with gradients summed over ranks: its selections are the same samples, but the final
 # record's mean clean probability (and each sample's) is within the loss tolerance, not bit for bit
 CLOSE_SELECTION = {"deft"}
+CLIP_METHODS = {"deft", "clip-label-match"}  # also given a validation split (tests/dist_methods.py's CONFIG)
 
 
 def _fit_methods(data: Path, out: Path, cache: Path, state: Path, nproc: int, clip: Path, audit: Path | None = None):
@@ -250,6 +251,11 @@ def test_more_methods_on_two_processes_match_one(method_runs, method):
         assert sel1 == sel2
     if method in ("unicon-lp-img", "dividemix-lp-img", "clip-label-match", "deft"):
         assert sel1 and all(r["selected"] > 0 for r in sel1)  # the selections ran and chose something
+        # every epoch's record: the same accuracies (DEFT's and clip-label-match's on a validation split smaller
+        # than one batch, which one rank evaluates none of), losses within the tolerance
+        m1, m2 = ([json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (one, two))
+        assert m1 and _close_records(m1, m2, LOSS_TOL)
+        assert method not in CLIP_METHODS or all("val_acc" in m for m in m1 if m["phase"] == "fft")
     if method in EXACT_DETECTION:
         pd.testing.assert_series_equal(i1["label_quality"], i2["label_quality"], check_exact=True)
     if method in FEATURE_ONLY:

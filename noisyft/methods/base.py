@@ -165,7 +165,13 @@ class Context:
         return dist.shard(len(getattr(self, split)), align=self.cfg.batch_size)
 
     def _logits(self, model: nn.Module, split: str, desc: str = "", rows: Optional[np.ndarray] = None) -> torch.Tensor:
-        """Eval-mode logits of ``split`` (all, or this rank's ``rows``), in index order."""
+        """Eval-mode logits of ``split`` (all, or this rank's ``rows``), in index order.
+
+        A rank with no rows (a split of fewer batches than ranks) gets an empty (0, classes) block, not a
+        pass: the gathers after it take their shape from every rank's part.
+        """
+        if rows is not None and len(rows) == 0:
+            return torch.zeros(0, self.num_classes)
         c, images = self.cfg, self.decoded(split)
         if images is not None:
             return decoded_logits(model, images, normalize(self.backbone.preprocess), device=self.device,
