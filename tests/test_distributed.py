@@ -13,6 +13,10 @@ The other data-parallel methods (one launch per world size fits each, tests/dist
 cached-feature ones give one process's results bit for bit; elr-fft and consensus keep per-sample
 state (ELR's targets; the temporal ensemble, clean weights and flags) identical on both ranks and
 within 1e-5 of one process, because the loss folds in the whole global batch (dist.global_rows).
+The image-mode two-head methods (unicon-lp-img, dividemix-lp-img: each batch's frozen forwards split over the
+ranks) came out bit for bit here and are held to the same tolerance; clip-label-match's zero-shot verdicts are
+bit for bit; DEFT's detector (gradients summed over ranks) selects the same samples with clean probabilities
+within 1e-4 (|Δ| ≈ 1e-6 here); both CLIP methods also evaluate a validation split smaller than one batch.
 """
 from __future__ import annotations
 
