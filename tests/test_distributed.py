@@ -311,6 +311,41 @@ def test_global_rows_alone_is_the_identity():
         assert all(a is b for a, b in zip(dist.global_rows(idx, p), (idx, p)))
 
 
+def test_all_rows_and_sum_grads_alone_are_the_identity():
+    z, p = torch.rand(3, 2), torch.nn.Parameter(torch.ones(2))
+    assert dist.all_rows(z)[0] is z
+    p.grad = torch.full((2,), 0.5)
+    dist.sum_grads([p])
+    assert p.grad.tolist() == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("warmup,real_noise", [(True, False), (True, True), (False, False), (False, True)])
+def test_deft_loss_shares_of_a_split_batch_add_up_to_the_batch_loss(warmup, real_noise):
+    """Each rank's share of DEFT's detector loss (global denominators, clean count of the whole batch) sums to the
+    single process's loss, and so do the gradients: what summing the detector's gradients over ranks relies on."""
+    from noisyft.methods.deft import clean_rule, detector_loss, detector_loss_share
+
+    g = torch.Generator().manual_seed(0)
+    labels, comp = torch.randint(0, 4, (10,), generator=g), torch.randint(0, 4, (10,), generator=g)
+    pos0, neg0 = torch.randn(10, 4, generator=g), torch.randn(10, 4, generator=g)
+    pos0[torch.arange(5), labels[:5]] += 3.0  # some samples clean, some not
+    pos, neg = pos0.clone().requires_grad_(), neg0.clone().requires_grad_()
+    full = detector_loss(pos, neg, labels, comp, warmup=warmup, real_noise=real_noise)
+    full.total.backward()
+    assert 0 < int(full.clean.sum()) < 10
+    parts, grads = [], [torch.zeros(10, 4), torch.zeros(10, 4)]
+    for lo, hi in ((0, 4), (4, 10)):
+        p, n = pos0[lo:hi].clone().requires_grad_(), neg0[lo:hi].clone().requires_grad_()
+        _, clean = clean_rule(p.detach(), n.detach(), labels[lo:hi], real_noise)
+        share = detector_loss_share(p, n, labels[lo:hi], comp[lo:hi], clean, whole=10, n_clean=int(full.clean.sum()),
+                                    warmup=warmup, real_noise=real_noise)
+        share.backward()
+        parts.append(share.item())
+        grads[0][lo:hi], grads[1][lo:hi] = p.grad, n.grad
+    assert abs(sum(parts) - full.total.item()) < 1e-5
+    assert torch.allclose(grads[0], pos.grad, atol=1e-6) and torch.allclose(grads[1], neg.grad, atol=1e-6)
+
+
 def test_epoch_batches_are_the_single_process_loader_batches(image_tree):
     """The DDP epoch's global batches are the ones train_image_epoch's single process draws."""
     from noisyft import engine
