@@ -19,6 +19,11 @@ Phase 2, adaptation: full fine-tuning of ``cfg.backbone`` (any registered
 backbone; CLIP's vision tower when it names a CLIP) with CE on the clean subset
 only, chosen by one evaluation pass of the final detector (no augmentation).
 
+Data-parallel (``torchrun``/``accelerate launch``): the detector trains on the single process's batches and
+complementary labels, each rank on its part of every batch, with the prompt/PEFT gradients summed over ranks
+(:func:`train_detector_epoch_dp`); its eval passes are split over ranks at batch boundaries and gather the
+per-sample verdicts (:func:`per_sample`), so every rank fine-tunes (DDP) on the same clean subset.
+
 ``clip-label-match`` is DEFT's baseline detector: a sample is clean when CLIP's
 zero-shot prediction (prompt ``template``) equals its label; then the same phase 2.
 
