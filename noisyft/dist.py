@@ -12,8 +12,10 @@ What the rest of noisyft uses: :func:`rank`, :func:`world_size`, :func:`is_main`
 slice of N samples), :func:`gather_by_index` (per-sample arrays back in sample order, each
 sample once, from whichever rank computed it), :func:`all_sum` (one number summed over ranks:
 the NaN agreement of a training step), :func:`on_main` (run on rank 0, hand its result or
-its error to every rank), and :func:`split_batch` / :func:`global_rows` (a loss that keeps
-per-sample state folds the whole global batch into it, not only this rank's part).
+its error to every rank), :func:`split_batch` / :func:`global_rows` (a loss that keeps
+per-sample state folds the whole global batch into it, not only this rank's part), :func:`all_rows`
+(a batch's rows split over ranks, whole again on every rank) and :func:`sum_grads` (the gradient
+sum DDP would make, for a model trained outside its ``forward``).
 """
 from __future__ import annotations
 
@@ -256,8 +258,20 @@ def global_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """
     if _split is None or world_size() <= 1:
         return tensors
+    return all_rows(*tensors, real=_split)
+
+
+def all_rows(*tensors: torch.Tensor, real: bool = True) -> tuple[torch.Tensor, ...]:
+    """Every rank's rows of each tensor (same first dimension; detached), concatenated in rank order, on every rank;
+    the tensors themselves alone. ``real=False``: this rank's rows are a stand-in and contribute none.
+
+    How a pass split by rows inside one batch (a frozen backbone encoding each rank's rows of a batch that
+    every rank holds) hands every rank the whole batch's result. Every rank of the group must call it.
+    """
+    if world_size() <= 1:
+        return tensors
     dev = _comm_device()
-    rows = len(tensors[0]) if _split else 0
+    rows = len(tensors[0]) if real else 0
     size = torch.tensor([rows], dtype=torch.int64, device=dev)
     sizes = [torch.zeros_like(size) for _ in range(world_size())]
     torch.distributed.all_gather(sizes, size)
@@ -266,13 +280,28 @@ def global_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     out = []
     for t in tensors:
         if len(t) != len(tensors[0]):
-            raise ValueError(f"global_rows: {len(t)} rows against {len(tensors[0])}")
+            raise ValueError(f"all_rows: {len(t)} rows against {len(tensors[0])}")
         buf = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype, device=dev)
         buf[:rows] = t.detach()[:rows].to(dev)
         bufs = [torch.empty_like(buf) for _ in counts]
         torch.distributed.all_gather(bufs, buf)
         out.append(torch.cat([b[:c] for b, c in zip(bufs, counts)]).to(t.device))
     return tuple(out)
+
+
+def sum_grads(params: list[torch.Tensor]) -> None:
+    """Each parameter's gradient summed over ranks, in place, in one collective (nothing alone; a missing gradient
+    counts as zeros): what DDP does for a model trained through another method than its ``forward``, when each
+    rank's loss is already its share of the global batch's loss."""
+    if world_size() <= 1 or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.detach().reshape(-1).float() for g in grads]).to(_comm_device())
+    torch.distributed.all_reduce(flat)
+    at = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[at: at + g.numel()].view(g.shape).to(p.device, g.dtype)
+        at += g.numel()
 
 
 def destroy() -> None:

@@ -5,7 +5,8 @@ Each method's run goes to ``OUT/<method>``. After each fit this rank saves the p
 kept (ELR's running targets of ``elr-fft``, ``consensus``'s RefurbishedTargets buffers) to
 ``STATE/<method>.rank<R>.npz``, so the data-parallel tests can check every rank holds one process's state.
 With ``$NOISYFT_TEST_AUDIT`` set, :mod:`tests.dist_audit`'s hook records this rank's writes under
-``$NOISYFT_TEST_WATCH``. Tiny settings: 2 LP and 2 fine-tuning epochs, warm-ups of 1 so selections run.
+``$NOISYFT_TEST_WATCH``. Tiny settings: 2 LP and 2 fine-tuning epochs, warm-ups of 1 so selections run; DEFT and
+clip-label-match detect with the CLIP saved at ``$NOISYFT_TEST_CLIP``.
 """
 import os
 import sys
@@ -20,7 +21,15 @@ COMMON = dict(backbone="test_vit", pretrained=False, image_size=32, epochs_lp=2,
               num_workers=0, progress=False, noise="sym:0.4", seed=7, augment="none")
 EXTRA = {"small-loss-lp": {"warmup": 1}, "small-loss-fft": {"warmup_fft": 1}, "unicon-lp": {"warmup": 1},
          "dividemix-lp": {"warmup": 1}, "cleanlab": {"folds": 2}, "cleanlab-fft": {"folds": 2},
-         "consensus": {"folds": 2}, "consensus-detect": {"folds": 2}}
+         "consensus": {"folds": 2}, "consensus-detect": {"folds": 2}, "unicon-lp-img": {"warmup": 1},
+         "dividemix-lp-img": {"warmup": 1},
+         # DEFT's detector: the tiny random CLIP of $NOISYFT_TEST_CLIP (tests/test_deft.py's make_tiny_clip),
+         # 2 detector epochs (warm-up, then the clean rule) of 5 batches of 16, the last one short
+         "deft": {"detect_epochs": 2, "warmup": 1, "detect_batch_size": 16, "n_ctx": 4, "vpt_tokens": 4, "lr": 0.003},
+         "clip-label-match": {}}
+CLIP_METHODS = ("deft", "clip-label-match")
+# a validation split smaller than one batch (7 images): one rank of two evaluates none of it
+CONFIG = {"deft": {"val_fraction": 0.1}, "clip-label-match": {"val_fraction": 0.1}}
 
 
 def main(data: str, out: str, state: str, methods: str) -> None:
@@ -40,7 +49,8 @@ def main(data: str, out: str, state: str, methods: str) -> None:
     Path(state).mkdir(parents=True, exist_ok=True)
     for method in methods.split(","):
         made.clear()
-        api.fit(data=data, out=str(Path(out) / method), method=method, extra=EXTRA.get(method, {}), **COMMON)
+        extra = {**EXTRA.get(method, {}), **({"clip": os.environ["NOISYFT_TEST_CLIP"]} if method in CLIP_METHODS else {})}
+        api.fit(data=data, out=str(Path(out) / method), method=method, extra=extra, **{**COMMON, **CONFIG.get(method, {})})
         kept = [m for m in made if isinstance(m, RefurbishedTargets)] or made  # the training loss: the last one made
         if kept:
             arrays = {k: v.cpu().numpy() for k, v in kept[-1].state_dict().items()}

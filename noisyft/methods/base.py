@@ -30,11 +30,15 @@ from noisyft.selection import selection_metrics
 # Methods that run data-parallel (torchrun / accelerate launch with several processes): their image passes go
 # through Context (sharded, gathered by sample index) and their fine-tuning through train_image_epoch (DDP; a loss's
 # per-sample state folds in the whole global batch, see noisyft.dist.global_rows); the cached-feature ones (linear
-# probes, detectors, two-head LP) compute the same thing on every rank from the shared feature cache. Others are
-# refused (tests/test_distributed.py checks each one here against one process).
+# probes, detectors, two-head LP) compute the same thing on every rank from the shared feature cache. The two-head
+# *-lp-img methods split each batch's frozen-backbone forwards over the ranks (mixmatch.ImageViews.encode); DEFT's
+# detector sums its prompt/PEFT gradients over ranks (deft.train_detector_epoch_dp) and its eval passes gather
+# per-sample verdicts (deft.per_sample). Every built-in method is here; a method registered elsewhere is refused
+# until it is added (tests/test_distributed.py checks each one here against one process).
 DATA_PARALLEL = frozenset({"turn", "ce-fft", "gce-fft", "sce-fft", "elr-fft", "ce-lp", "gce-lp", "sce-lp", "elr-lp",
                            "consensus", "consensus-detect", "cleanlab", "cleanlab-fft", "small-loss-lp",
-                           "small-loss-fft", "unicon-lp", "dividemix-lp"})
+                           "small-loss-fft", "unicon-lp", "dividemix-lp", "unicon-lp-img", "dividemix-lp-img",
+                           "deft", "clip-label-match"})
 
 
 @dataclass
@@ -161,7 +165,13 @@ class Context:
         return dist.shard(len(getattr(self, split)), align=self.cfg.batch_size)
 
     def _logits(self, model: nn.Module, split: str, desc: str = "", rows: Optional[np.ndarray] = None) -> torch.Tensor:
-        """Eval-mode logits of ``split`` (all, or this rank's ``rows``), in index order."""
+        """Eval-mode logits of ``split`` (all, or this rank's ``rows``), in index order.
+
+        A rank with no rows (a split of fewer batches than ranks) gets an empty (0, classes) block, not a
+        pass: the gathers after it take their shape from every rank's part.
+        """
+        if rows is not None and len(rows) == 0:
+            return torch.zeros(0, self.num_classes)
         c, images = self.cfg, self.decoded(split)
         if images is not None:
             return decoded_logits(model, images, normalize(self.backbone.preprocess), device=self.device,

@@ -19,6 +19,11 @@ Phase 2, adaptation: full fine-tuning of ``cfg.backbone`` (any registered
 backbone; CLIP's vision tower when it names a CLIP) with CE on the clean subset
 only, chosen by one evaluation pass of the final detector (no augmentation).
 
+Data-parallel (``torchrun``/``accelerate launch``): the detector trains on the single process's batches and
+complementary labels, each rank on its part of every batch, with the prompt/PEFT gradients summed over ranks
+(:func:`train_detector_epoch_dp`); its eval passes are split over ranks at batch boundaries and gather the
+per-sample verdicts (:func:`per_sample`), so every rank fine-tunes (DDP) on the same clean subset.
+
 ``clip-label-match`` is DEFT's baseline detector: a sample is clean when CLIP's
 zero-shot prediction (prompt ``template``) equals its label; then the same phase 2.
 
@@ -39,7 +44,7 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -47,11 +52,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from noisyft import dist
 from noisyft.backbones.clip import DEFAULT_CLIP, ClipModel, load_clip
 from noisyft.config import FitConfig, OptimConfig
 from noisyft.data.base import LabeledSet, TorchImageDataset
 from noisyft.data.transforms import eval_transform, train_transform
-from noisyft.engine import accuracy, check_finite, generator, image_logits
+from noisyft.engine import check_finite, epoch_batches, generator, image_logits, inject_nan
 from noisyft.errors import UserError
 from noisyft.faults import maybe_die
 from noisyft.features.loader import make_loader
@@ -242,7 +248,13 @@ def amp_dtype(device: torch.device, amp: str) -> Optional[torch.dtype]:
 def train_detector_epoch(detector: DualPromptDetector, data: LabeledSet, transform, opt: torch.optim.Optimizer, *,
                          s: DualPromptSettings, epoch: int, seed: int, device: torch.device,
                          num_workers: Optional[int] = None, progress: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
-    """One detector epoch over every training sample; returns (mean loss, indices seen, their clean flags)."""
+    """One detector epoch over every training sample; returns (mean loss, indices seen, their clean flags).
+
+    In a data-parallel run (:mod:`noisyft.dist`) the epoch is :func:`train_detector_epoch_dp`'s.
+    """
+    if dist.world_size() > 1:
+        return train_detector_epoch_dp(detector, data, transform, opt, s=s, epoch=epoch, seed=seed, device=device,
+                                       num_workers=num_workers, progress=progress)
     detector.train()
     gen = generator(seed, 11, epoch)
     torch.manual_seed(gen.initial_seed())  # augmentation draws depend on this epoch alone (resume-exact)
@@ -273,6 +285,94 @@ def train_detector_epoch(detector: DualPromptDetector, data: LabeledSet, transfo
         flags.append(out.clean.cpu().numpy())
     cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dtype=dt))
     return total / max(steps, 1), cat(seen, np.int64), cat(flags, bool)
+
+
+def detector_loss_share(pos: torch.Tensor, neg: torch.Tensor, labels: torch.Tensor, complementary: torch.Tensor,
+                        clean: torch.Tensor, *, whole: int, n_clean: int, warmup: bool, real_noise: bool = False
+                        ) -> torch.Tensor:
+    """This rank's share of :func:`detector_loss` of a global batch of ``whole`` samples: its rows' terms over the
+    global denominators (``whole``; ``n_clean`` clean samples of the whole batch after warm-up), so the shares of
+    every rank sum to the global batch's loss and their gradients to its gradient."""
+    if warmup:
+        if real_noise:  # SCE (α = β = 1) per sample: CE + RCE with log 0 := −4, as losses.SCE averages it
+            p = F.softmax(pos, dim=1).clamp(1e-7, 1.0)
+            one_hot = F.one_hot(labels, pos.shape[1]).float().clamp(1e-4, 1.0)
+            rows = F.cross_entropy(pos, labels, reduction="none") - (p * one_hot.log()).sum(1)
+        else:
+            rows = F.cross_entropy(pos, labels, reduction="none")
+        positive = rows.sum() / whole
+        target = labels
+    else:
+        positive = (F.cross_entropy(pos[clean], labels[clean], reduction="sum") / n_clean if n_clean
+                    else pos.sum() * 0.0)
+        target = torch.where(clean, labels, pos.detach().argmax(dim=1))
+    at = torch.arange(len(target), device=target.device)
+    pair = torch.stack([pos.detach(), neg], dim=-1).log_softmax(dim=-1)
+    negative = -(pair[at, complementary, 1].sum() + pair[at, target, 0].sum()) / whole
+    return positive + negative
+
+
+def train_detector_epoch_dp(detector: DualPromptDetector, data: LabeledSet, transform, opt: torch.optim.Optimizer, *,
+                            s: DualPromptSettings, epoch: int, seed: int, device: torch.device,
+                            num_workers: Optional[int] = None, progress: bool = True
+                            ) -> tuple[float, np.ndarray, np.ndarray]:
+    """One data-parallel detector epoch: the single process's batches and complementary labels, each batch cut into
+    one contiguous part per rank.
+
+    A rank's loss is its rows' share of the global batch's loss (:func:`detector_loss_share`; the clean count of
+    the whole batch is summed over ranks first) and the trainable gradients (prompts and PEFT, a few thousand
+    numbers) are summed over ranks before the step, so every rank takes the single process's step up to float
+    reordering. The step's loss is summed over ranks before the backward pass: a NaN on any rank stops every rank
+    at the same step. Augmentation draws are per rank, as in :func:`noisyft.engine.train_image_epoch_ddp`.
+    Returns (mean loss, every sample, its clean flag gathered by sample index).
+    """
+    world, me = dist.world_size(), dist.rank()
+    detector.train()
+    gen = generator(seed, 11, epoch)
+    comp_gen = generator(seed, 12, epoch)
+    batches = epoch_batches(len(data), s.detect_batch_size, gen, drop_last=False)
+    parts = [b[len(b) * me // world: len(b) * (me + 1) // world] for b in batches]
+    torch.manual_seed(generator(gen.initial_seed(), me).initial_seed())  # this rank's augmentation draws
+    loader = make_loader(TorchImageDataset(data, transform), 1, num_workers, generator=generator(gen.initial_seed(), me),
+                         batch_sampler=[p.tolist() if len(p) else b[:1].tolist() for p, b in zip(parts, batches)])
+    params = [p for group in opt.param_groups for p in group["params"]]
+    labels_all = torch.as_tensor(data.labels)
+    dtype = amp_dtype(device, s.amp)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    warm = epoch <= s.warmup
+    total, steps, seen, flags = 0.0, 0, [], []
+    for step, (x, y, idx) in enumerate(tqdm(loader, desc=f"detect {epoch}/{s.detect_epochs}", leave=False, disable=not progress)):
+        maybe_die(f"detect:{epoch}:{step}")
+        b, real = batches[step], len(parts[step]) > 0
+        lo = len(b) * me // world
+        comp = complementary_labels(labels_all[torch.as_tensor(b)], data.num_classes, comp_gen)[lo: lo + len(x)]
+        x, y, comp = x.to(device, non_blocking=True), y.to(device), comp.to(device)
+        with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+            pos, neg = detector.pair_logits(x)
+        pos, neg = pos.float(), neg.float()
+        _, clean = clean_rule(pos.detach(), neg.detach(), y, s.real_noise)
+        if not real:  # a stand-in sample (this rank has no row of a short batch): it counts for nothing
+            pos, neg, y, comp, clean = pos[:0], neg[:0], y[:0], comp[:0], clean[:0]
+        n_clean = 0 if warm else int(dist.all_sum(clean.sum().double()).item())
+        share = detector_loss_share(pos, neg, y, comp, clean, whole=len(b), n_clean=n_clean, warmup=warm,
+                                    real_noise=s.real_noise)
+        agreed = dist.all_sum(inject_nan(share.detach(), "DEFT detector", epoch, step))
+        check_finite(agreed, "DEFT detector", epoch, step, inject=False)
+        opt.zero_grad(set_to_none=True)
+        (share if scaler is None else scaler.scale(share)).backward()
+        dist.sum_grads(params)
+        if scaler is None:
+            opt.step()
+        else:
+            scaler.step(opt)
+            scaler.update()
+        total, steps = total + float(agreed), steps + 1
+        if real:
+            seen.append(idx.numpy())
+            flags.append(clean.cpu().numpy())
+    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dtype=dt))
+    gathered = dist.gather_by_index(cat(flags, bool), cat(seen, np.int64), len(data), dst=None)
+    return total / max(steps, 1), np.arange(len(data)), gathered
 
 
 class _PairScorer(nn.Module):
@@ -309,12 +409,36 @@ def _logits(ctx: Context, model: nn.Module, data: LabeledSet, transform, desc: s
                         desc=desc, progress=c.progress)
 
 
-def detector_scores(ctx: Context, detector: DualPromptDetector, data: LabeledSet, transform, desc: str
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode (positive, negative) logits of every sample of ``data``, in index order, on the CPU."""
-    both = _logits(ctx, _PairScorer(detector), data, transform, desc)
+def per_sample(ctx: Context, model: nn.Module, data: LabeledSet, transform, desc: str, width: int,
+               stats: Callable[[torch.Tensor, torch.Tensor], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``stats(logits, labels)``: per-sample arrays of an eval pass of ``model`` (``width`` outputs) over ``data``,
+    in index order, on every rank.
+
+    Data-parallel: each rank scores its contiguous slice cut at batch boundaries (the batches one process forms,
+    so the same numbers) and the compact per-sample arrays, not the logits, are gathered by sample index.
+    """
+    labels = torch.as_tensor(data.labels)
+    if dist.world_size() <= 1:
+        return stats(_logits(ctx, model, data, transform, desc), labels)
+    c = ctx.cfg
+    rows = dist.shard(len(data), align=c.batch_size)
+    logits = (image_logits(model, data, transform, device=ctx.device, batch_size=c.batch_size,
+                           num_workers=c.num_workers, desc=desc, progress=c.progress, indices=rows)
+              if len(rows) else torch.zeros(0, width))
+    return tuple(dist.gather_by_index(a, rows, len(data), dst=None) for a in stats(logits, labels[rows]))
+
+
+def detector_scores(ctx: Context, detector: DualPromptDetector, data: LabeledSet, transform, desc: str,
+                    real_noise: bool = False) -> Detection:
+    """The detector's verdict (:func:`clean_rule` on eval-mode logits) on every sample of ``data``, in index order."""
     c = data.num_classes
-    return both[:, :c], both[:, c:]
+
+    def stats(both: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        p_clean, clean = clean_rule(both[:, :c], both[:, c:], labels, real_noise)
+        return p_clean.numpy(), clean.numpy()
+
+    p_clean, clean = per_sample(ctx, _PairScorer(detector), data, transform, desc, 2 * c, stats)
+    return Detection(p_clean.astype(np.float64), clean)
 
 
 def _log_detector_accuracy(ctx: Context, model: nn.Module, transform, phase: str, epoch: int, positive: bool,
@@ -325,11 +449,12 @@ def _log_detector_accuracy(ctx: Context, model: nn.Module, transform, phase: str
         data = getattr(ctx, split)
         if data is None:
             continue
+        c = data.num_classes
         with ctx.run.phase("evaluation"):
-            logits = _logits(ctx, model, data, transform, f"eval:{split}")
-        logits = logits[:, :data.num_classes] if positive else logits
+            (pred,) = per_sample(ctx, model, data, transform, f"eval:{split}", 2 * c if positive else c,
+                                 lambda logits, _: (np.asarray((logits[:, :c] if positive else logits).argmax(1)),))
         truth = data.labels if split == "val" or data.true_labels is None else data.true_labels
-        rec[f"detector_{split}_acc"] = accuracy(logits, truth)
+        rec[f"detector_{split}_acc"] = float((pred == np.asarray(truth)).mean()) if len(pred) else float("nan")
     ctx.run.log("metrics", rec)
 
 
@@ -368,9 +493,7 @@ def run_detector(ctx: Context, s: DualPromptSettings) -> Detection:
                                lr=opt.param_groups[0]["lr"])
         ctx.checkpoint("deft1", epoch, detector=trainable, opt=opt)
     with ctx.run.phase("selection"):
-        pos, neg = detector_scores(ctx, detector, ctx.train, eval_tf, "detect:train")
-        p_clean, clean = clean_rule(pos, neg, torch.as_tensor(ctx.train.labels), s.real_noise)
-    detection = Detection(p_clean.numpy().astype(np.float64), clean.numpy())
+        detection = detector_scores(ctx, detector, ctx.train, eval_tf, "detect:train", s.real_noise)
     _log_final_selection(ctx, s.detect_epochs + 1, detection, "final")
     return detection
 
@@ -381,11 +504,14 @@ def zero_shot_detection(ctx: Context, s: DualPromptSettings) -> Detection:
         clip = load_clip(s.clip, ctx.device)
         zero_shot = ZeroShotClassifier(clip, class_names(ctx.train.classes, s.class_names), s.template)
     tf = eval_transform(clip.preprocess)
+
+    def stats(logits: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        prob = logits.softmax(dim=1)[torch.arange(len(labels)), labels]
+        return prob.numpy(), (logits.argmax(dim=1) == labels).numpy()
+
     with ctx.run.phase("selection"):
-        logits = _logits(ctx, zero_shot, ctx.train, tf, "zero-shot:train")
-    labels = torch.as_tensor(ctx.train.labels)
-    prob = logits.softmax(dim=1)[torch.arange(len(labels)), labels]
-    detection = Detection(prob.numpy().astype(np.float64), (logits.argmax(dim=1) == labels).numpy())
+        prob, match = per_sample(ctx, zero_shot, ctx.train, tf, "zero-shot:train", ctx.num_classes, stats)
+    detection = Detection(prob.astype(np.float64), match)
     _log_detector_accuracy(ctx, zero_shot, tf, "zero-shot", 0, False)
     _log_final_selection(ctx, 1, detection, "zero-shot")
     return detection

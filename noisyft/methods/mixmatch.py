@@ -22,7 +22,10 @@ Inputs come from a *view source* with two interchangeable flavours:
   (eval mode, no gradient) with the run's training augmentation as the weak
   view and AutoAugment (CIFAR-10 policy) on top as the strong view; mixup mixes
   images and re-encodes the mixture. Faithful to the papers' LP runs, and about
-  four backbone forwards per sample per head and epoch.
+  four backbone forwards per sample per head and epoch. Data-parallel, each rank
+  loads and augments every batch as one process would (the same draws) and encodes
+  only its share of the rows; the features are gathered back, so the linear heads
+  take the same steps on every rank without DDP.
 
 Selection (GMM or JSD) always scores the cached eval-mode features: the backbone
 is frozen, so they are exactly what an eval-mode image pass would give.
@@ -39,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from noisyft import dist
 from noisyft.methods.settings import MethodSettings
 from noisyft.options import NON_NEGATIVE, POSITIVE, Range, option
 
@@ -202,8 +206,18 @@ class ImageViews:
             yield idx, list(views)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Frozen features of a batch of images (a normal tensor the head can take gradients through)."""
-        return forward_features(self.ctx.backbone, x, self.ctx.device).clone()
+        """Frozen features of a batch of images (a normal tensor the head can take gradients through).
+
+        Data-parallel: every rank holds the whole batch (the same images and augmentation draws as one
+        process), encodes its contiguous share of the rows, and gets every rank's features back in row order
+        (:func:`noisyft.dist.all_rows`), so each rank then takes the same head step on the same numbers.
+        """
+        if dist.world_size() <= 1:
+            return forward_features(self.ctx.backbone, x, self.ctx.device).clone()
+        n, w, r = len(x), dist.world_size(), dist.rank()
+        lo, hi = n * r // w, n * (r + 1) // w
+        z = forward_features(self.ctx.backbone, x[lo:hi] if hi > lo else x[:1], self.ctx.device)
+        return dist.all_rows(z, real=hi > lo)[0].clone()
 
     def __len__(self) -> int:
         return len(self.ctx.train)
