@@ -8,6 +8,11 @@ Two parts, each printing a table and writing JSON under ``benchmarks/results/``:
             truth of the *training* labels, the issue F1 of each rule, and the accuracy of each
             candidate head on the *noisy validation* split. No test accuracy is computed.
 
+``targets`` (cached features, seconds per cell) how accurate the fine-tuning targets of each relabel rule
+            are against the training truth (the given labels, cleanlab's flags relabelled to the
+            detector's prediction, the Bayes label posterior with and without calibration) and the
+            is_label_issue F1 of each rule. No test accuracy is computed.
+
 ``fft``     full runs through ``api.fit`` for a list of methods/variants × noise settings (the GPU
             comparison): val-selected test accuracy, best/last, wall time, AUROC, issue F1.
 
@@ -143,6 +148,39 @@ def run_detect(args) -> None:
     print(md_table(rows, ["noise", "seed"] + [k for k in rows[0] if k.startswith(("f1_", "val_", "t_"))]))
 
 
+def targets_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
+    """The consensus detector's targets under each relabel rule, scored against the training truth."""
+    from noisyft.methods import consensus_detect as cd
+    from noisyft.methods.consensus import ConsensusSettings, run_detector
+
+    ctx = make_ctx(data=data, noise=noise, seed=seed, method="consensus", **grid)
+    y, true = ctx.train.labels, ctx.train.true_labels
+    score, w, probs, _ = run_detector(ctx, ConsensusSettings())
+    pred, wrong = probs.argmax(1), y != true
+    flags = cd.issue_flags(probs, y)
+    T = cd.noise_transition(probs, y)
+    raw = cd.label_posterior(probs, y, T)
+    cal = cd.label_posterior(cd.calibrate(probs, y, T), y, T)
+    acc = lambda t: float((t == true).mean())  # noqa: E731
+    row = {"noise": noise, "seed": seed, "realised": float(wrong.mean()), "est_noise_T": float(1 - np.mean(T[y, y])),
+           "acc_given": acc(y), "acc_prediction": acc(pred), "acc_flagged": acc(np.where(flags, pred, y)),
+           "acc_posterior_raw": acc(raw.argmax(1)), "acc_posterior": acc(cal.argmax(1)),
+           "share_flagged": float(flags.mean()), "share_relabelled": float((cal.argmax(1) != y).mean()),
+           "f1_cleanlab_flags": f1(flags, wrong), "f1_posterior_raw": f1(raw.argmax(1) != y, wrong),
+           "f1_posterior": f1(cal.argmax(1) != y, wrong)}
+    return row
+
+
+def run_targets(args) -> None:
+    rows = []
+    for seed in args.seeds:
+        for noise in args.noises:
+            rows.append(targets_cell(noise, seed, args.data, GRID))
+            print(rows[-1], flush=True)
+            (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
+    print(md_table(rows, list(rows[0])))
+
+
 def _value(text: str):
     """A variant's ``KEY=VALUE`` value: JSON where it parses (numbers, booleans, lists), else the string."""
     try:
@@ -185,6 +223,12 @@ def main() -> None:
     d.add_argument("--noises", nargs="+", default=NOISES)
     d.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     d.add_argument("--data", default=DATA)
+    t = sub.add_parser("targets")
+    t.add_argument("--noises", nargs="+", default=NOISES)
+    t.add_argument("--seeds", nargs="+", type=int, default=[0])
+    t.add_argument("--data", default=DATA)
+    t.add_argument("--name", default="new_method_targets")
+    t.add_argument("--image-size", type=int, default=GRID["image_size"])
     f = sub.add_parser("fft")
     f.add_argument("--noises", nargs="+", default=NOISES)
     f.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -201,6 +245,9 @@ def main() -> None:
     if args.cmd == "fft":
         GRID.update(max_train=args.max_train, max_test=args.max_test, image_size=args.image_size)
         run_fft(args)
+    elif args.cmd == "targets":
+        GRID.update(image_size=args.image_size)
+        run_targets(args)
     else:
         run_detect(args)
 

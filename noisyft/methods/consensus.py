@@ -360,7 +360,10 @@ def consensus_detect(ctx: Context) -> MethodOutput:
 @METHODS.register("consensus", settings=ConsensusSettings)
 @label_quality_doc(CONSENSUS_LABEL_QUALITY)
 def consensus(ctx: Context) -> MethodOutput:
-    """Consensus detector on cached features, then full fine-tuning on ALL samples with detector-refurbished soft labels."""
+    """Cached-feature detector, then fine-tuning on ALL samples toward Bayes label posteriors (labels kept at low noise).
+
+    Each target is P(class | x, given) ∝ detector prediction × the noise process estimated from cleanlab's confident joint.
+    """
     cfg, s = ctx.cfg, ctx.settings
     labels, C = ctx.train.labels, ctx.num_classes
     model = ctx.classifier()
