@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SHARED_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.zip"
+SHARED_CIFAR10 = Path(os.environ.get("NOISYFT_CIFAR10_ZIP")  # a worktree elsewhere names the shared zip
+                      or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.zip")
 
 
 def machine() -> dict:

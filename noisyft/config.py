@@ -106,7 +106,7 @@ class FitConfig:
     precision: str = option("auto", "auto, bf16 or fp32: bf16 autocast for extraction, eval passes and fine-tuning on CUDA "
                             "(auto = bf16 on CUDA, fp32 elsewhere; the CPU always computes in fp32)",
                             choices=("auto", "bf16", "fp32"))
-    num_workers: Optional[int] = option(None, "image decoding workers (default: cores - 1)", range=NON_NEGATIVE)
+    num_workers: Optional[int] = option(None, "image decoding workers (default: cores - 1; feature extraction on 2 cores: a decoding thread)", range=NON_NEGATIVE)
     cache_dir: Optional[str] = option(None, "feature cache (default $NOISYFT_CACHE or ~/.cache/noisyft)")
     image_cache_mb: int = option(2048, "memory (MiB) for decoded eval images, so per-epoch selection/evaluation passes "
                                  "skip decoding (0: off)", range=NON_NEGATIVE)

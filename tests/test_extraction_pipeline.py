@@ -30,16 +30,80 @@ def test_eval_resize_is_torchvision_resize_crop_pixel_for_pixel(w, h, interp):
         assert got.dtype == torch.uint8 and torch.equal(got, ref.as_subclass(torch.Tensor))
 
 
-def test_extraction_equals_the_per_image_eval_transform():
+def _per_image_reference(backbone, source, batches) -> np.ndarray:
+    tf = eval_transform(backbone.preprocess)
+    return np.concatenate([forward_features(backbone, torch.stack([tf(source.load(i)) for i in b]), torch.device("cpu")).numpy()
+                           for b in batches]).astype(np.float32)
+
+
+@pytest.mark.parametrize("mode", ["inline", "thread", "processes"])
+def test_extraction_equals_the_per_image_eval_transform(mode, monkeypatch):
+    """Every decoding mode (main thread, background thread, worker process) gives the per-image pipeline's numbers."""
+    from noisyft.features import loader
+
+    monkeypatch.setattr(loader, "default_workers", lambda: 1)  # as on 2 cores: None means the decoding thread
+    workers = {"inline": 0, "thread": None, "processes": 1}[mode]
+    assert loader.decoding_mode(workers) == mode
     rng = np.random.default_rng(0)
     source = ArraySource(rng.integers(0, 256, (10, 40, 30, 3), dtype=np.uint8))
     backbone = create_backbone("test_vit", pretrained=False, image_size=32).eval().to(memory_format=torch.channels_last)
-    tf = eval_transform(backbone.preprocess)
     batches = [range(0, 4), range(4, 8), range(8, 10)]  # the same batches (BLAS results depend on the batch shape)
-    ref = np.concatenate([forward_features(backbone, torch.stack([tf(source.load(i)) for i in b]), torch.device("cpu")).numpy()
-                          for b in batches])
-    got = source_features(backbone, source, np.arange(10), batch_size=4, num_workers=0, device=torch.device("cpu"))
-    np.testing.assert_array_equal(got, ref.astype(np.float32))
+    got = source_features(backbone, source, np.arange(10), batch_size=4, num_workers=workers, device=torch.device("cpu"))
+    np.testing.assert_array_equal(got, _per_image_reference(backbone, source, batches))
+
+
+def test_one_decoding_pipeline_for_all_shards_keeps_each_shards_batches(tmp_path, monkeypatch):
+    """Shards share one decoding thread but keep their own batches, so the entry is what per-shard extraction gives."""
+    from noisyft.features import loader
+    from noisyft.features.cache import extract_features
+
+    monkeypatch.setattr(loader, "default_workers", lambda: 1)
+    started = []
+    real = loader._prefetched
+    monkeypatch.setattr(loader, "_prefetched", lambda *a, **k: started.append(1) or real(*a, **k))
+    source = ArraySource(np.random.default_rng(2).integers(0, 256, (11, 40, 30, 3), dtype=np.uint8))
+    backbone = create_backbone("test_vit", pretrained=False, image_size=32)
+    got = np.asarray(extract_features(backbone, source, cache_dir=tmp_path, batch_size=3, shard_rows=5, progress=False))
+    assert started == [1]  # one thread for the three shards
+    # shards [0, 5), [5, 10), [10, 11), each cut into batches of 3 from its own start
+    batches = [range(0, 3), range(3, 5), range(5, 8), range(8, 10), range(10, 11)]
+    np.testing.assert_array_equal(got, _per_image_reference(backbone.eval(), source, batches))
+
+
+class _Broken(ArraySource):
+    def load(self, i: int) -> Image.Image:
+        if i == 6:
+            from noisyft.errors import UserError
+
+            raise UserError("cannot read image broken-6.jpg: truncated")
+        return super().load(i)
+
+
+def test_a_broken_image_in_the_decoding_thread_fails_in_the_caller_and_stops_the_thread(monkeypatch):
+    import threading
+
+    from noisyft.errors import UserError
+    from noisyft.features import loader
+
+    monkeypatch.setattr(loader, "default_workers", lambda: 1)
+    source = _Broken(np.zeros((12, 8, 8, 3), dtype=np.uint8))
+    backbone = create_backbone("test_vit", pretrained=False, image_size=32).eval()
+    with pytest.raises(UserError, match="^cannot read image broken-6.jpg: truncated$"):
+        source_features(backbone, source, np.arange(12), batch_size=2, num_workers=None, device=torch.device("cpu"))
+    assert not [t for t in threading.enumerate() if t.name == "noisyft-decode"]
+
+
+def test_closing_the_stream_early_stops_the_decoding_thread():
+    import threading
+
+    from noisyft.features.loader import _prefetched
+
+    made = []
+    stream = _prefetched(lambda b: made.append(int(b[0])) or b, [np.array([i]) for i in range(100)], depth=1)
+    assert int(next(stream)[0]) == 0
+    stream.close()
+    assert not [t for t in threading.enumerate() if t.name == "noisyft-decode"]
+    assert len(made) < 10  # it stopped instead of decoding everything
 
 
 def _jpeg(mode: str, **kw) -> bytes:

@@ -59,6 +59,10 @@ class EvalResize:
         self.size, self.resample = size, _PIL_RESAMPLE.get(interpolation, Image.BICUBIC)
 
     def __call__(self, im: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(self.array(im)).permute(2, 0, 1)
+
+    def array(self, im: Image.Image) -> np.ndarray:
+        """The same pixels as an HWC uint8 numpy array (numpy only: no torch threads, so it suits a decoding thread)."""
         s, (w, h) = self.size, im.size
         nw, nh = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)
         if (nw, nh) != (w, h):
@@ -66,7 +70,7 @@ class EvalResize:
         left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
         if (left, top, nw, nh) != (0, 0, s, s):
             im = im.crop((left, top, left + s, top + s))
-        return torch.from_numpy(np.array(im, dtype=np.uint8).reshape(s, s, -1)).permute(2, 0, 1)
+        return np.array(im, dtype=np.uint8).reshape(s, s, -1)
 
 
 def eval_resize(pre: Preprocess) -> T.Compose:

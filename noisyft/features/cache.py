@@ -29,7 +29,7 @@ import logging
 import os
 import shutil
 import zlib
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -42,7 +42,7 @@ from noisyft.atomic import atomic_path, write_json
 from noisyft.backbones.base import Backbone
 from noisyft.data.base import ImageSource
 from noisyft.faults import maybe_die
-from noisyft.features.loader import source_features
+from noisyft.features.loader import batch_features, chunks
 
 try:
     import fcntl
@@ -256,15 +256,25 @@ def _layout(n: int, shard_rows: int) -> tuple[int, Callable[[int], int]]:
 
 def _write_shards(backbone: Backbone, source: ImageSource, parts: Path, shards: list[int], shard_rows: int, *,
                   batch_size, num_workers, device, progress, desc, precision, done_rows: int = 0) -> None:
-    """Run the backbone over ``shards`` and write each as ``parts/part-K.npy`` (atomic; a fault point after each)."""
+    """Run the backbone over ``shards`` and write each as ``parts/part-K.npy`` (atomic; a fault point after each).
+
+    One decoding pipeline serves all the shards (no worker start per shard, decoding runs on across
+    shard boundaries); each shard is cut into its own batches of ``batch_size``, as a single
+    shard's extraction would be, so the numbers do not depend on which shards were already there.
+    """
     device = torch.device(device)
     backbone.eval().to(device).to(memory_format=torch.channels_last)
     n = len(source)
-    with tqdm(total=n, initial=done_rows, desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for k in shards:
-            rows = np.arange(k * shard_rows, min(n, (k + 1) * shard_rows))
-            part = source_features(backbone, source, rows, batch_size=batch_size, num_workers=num_workers,
-                                   device=device, bar=bar, precision=precision)
+    plan = [(k, chunks(np.arange(k * shard_rows, min(n, (k + 1) * shard_rows)), batch_size)) for k in shards]
+    stream = batch_features(backbone, source, [b for _, bs in plan for b in bs], num_workers=num_workers,
+                            device=device, precision=precision)
+    with closing(stream), tqdm(total=n, initial=done_rows, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for k, bs in plan:
+            out = []
+            for _ in bs:
+                out.append(next(stream))
+                bar.update(len(out[-1]))
+            part = np.concatenate(out).astype(np.float32)
             with atomic_path(parts / f"part-{k:05d}.npy") as tmp:
                 with open(tmp, "wb") as f:
                     np.save(f, part)

@@ -6,7 +6,9 @@ methods) take their loader from here and never depend on how features are cached
 from __future__ import annotations
 
 import os
-from typing import Optional
+import queue
+import threading
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from noisyft.backbones.base import Backbone
 from noisyft.data.base import ImageSource, TorchImageDataset
-from noisyft.data.transforms import eval_resize, normalize
+from noisyft.data.transforms import EvalResize, Preprocess, normalize
 
 
 def default_workers() -> int:
@@ -48,21 +50,139 @@ def forward_features(model: nn.Module, batch: torch.Tensor, device: torch.device
         return model(x).float()
 
 
+def decoding_mode(num_workers: Optional[int]) -> str:
+    """How feature extraction decodes: ``inline`` (``num_workers=0``: in the main thread, between forward passes),
+    ``thread`` (the default on up to 2 cores: one background thread of the main process, which prepares the next
+    batch while the forward pass runs) or ``processes`` (DataLoader workers: the default on more cores, or
+    ``num_workers`` > 0 given).
+
+    On 2 cores a worker process costs more than it saves: the batches cross process boundaries
+    through shared memory, and the worker and the forward pass compete for the same two cores
+    anyway; a thread shares the main process's memory, and libjpeg-turbo decoding and PIL
+    resizing run without the GIL (benchmarks/results/extraction_speed.md).
+    """
+    if num_workers == 0:
+        return "inline"
+    if num_workers is None and default_workers() == 1:
+        return "thread"
+    return "processes"
+
+
+def _prefetched(make: Callable[[np.ndarray], np.ndarray], batches: Sequence[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
+    """``make(b)`` of each batch in turn, computed by one background thread up to ``depth`` batches ahead.
+
+    One thread, so the source is never read by two threads at once (sources with an open file and
+    a ``seek`` are not thread-safe). An exception in the thread (a broken image's UserError) is
+    raised here, in order; closing the generator early stops the thread and waits for it.
+    """
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def run() -> None:
+        try:
+            for b in batches:
+                if stop.is_set() or not put((True, make(b))):
+                    return
+        except BaseException as e:  # handed to the consumer, which raises it
+            put((False, e))
+            return
+        put((False, None))
+
+    worker = threading.Thread(target=run, name="noisyft-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, value = q.get()
+            if ok:
+                yield value
+            elif value is None:
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        worker.join()
+
+
+class _HWC:
+    """PIL image → HWC uint8 tensor (:meth:`EvalResize.array`), picklable for the worker processes."""
+
+    def __init__(self, resize: EvalResize):
+        self.resize = resize
+
+    def __call__(self, im) -> torch.Tensor:
+        return torch.from_numpy(self.resize.array(im))
+
+
+def decoded_batches(source: ImageSource, pre: Preprocess, batches: Sequence[np.ndarray],
+                    num_workers: Optional[int]) -> Iterator[torch.Tensor]:
+    """uint8 image batches (N, C, H, W) of ``source``'s rows, one per entry of ``batches``, in order, at the
+    backbone's size (:func:`eval_resize`): one decoding pipeline for all the batches (:func:`decoding_mode`),
+    so several cache shards share one worker start.
+
+    Every mode stacks HWC images, so the batches come with channels-last strides: normalising them
+    gives the channels-last float batch the forward pass wants without a transposing copy (a
+    visible cost at 224 px); the values are those of :func:`eval_resize` per image.
+    """
+    mode = decoding_mode(num_workers)
+    resize = EvalResize(pre.size, pre.interpolation)
+    if mode == "processes":
+        loader = make_loader(TorchImageDataset(source, _HWC(resize)), 1, num_workers, batch_sampler=list(batches))
+        for x, _, _ in loader:
+            yield x.permute(0, 3, 1, 2)
+        return
+
+    def make(rows: np.ndarray) -> np.ndarray:
+        return np.stack([resize.array(source.load(int(i))) for i in rows])
+
+    arrays = (make(b) for b in batches) if mode == "inline" else _prefetched(make, batches)
+    try:
+        for a in arrays:
+            yield torch.from_numpy(a).permute(0, 3, 1, 2)
+    finally:
+        if mode == "thread":
+            arrays.close()
+
+
+def chunks(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """``rows`` cut into consecutive batches of ``batch_size`` (the last one shorter)."""
+    return [rows[i: i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+def batch_features(backbone: Backbone, source: ImageSource, batches: Sequence[np.ndarray], *,
+                   num_workers: Optional[int], device: torch.device, precision: str = "auto") -> Iterator[np.ndarray]:
+    """Eval-mode float32 features of each batch of rows of ``source`` in turn (the caller puts ``backbone`` in
+    eval mode on ``device``).
+
+    Images are decoded and resized (uint8) by :func:`decoded_batches` and each batch is normalised
+    at once: the same numbers as :func:`eval_transform` per image (tested).
+    """
+    norm = normalize(backbone.preprocess)
+    stream = decoded_batches(source, backbone.preprocess, batches, num_workers)
+    try:
+        for x in stream:
+            yield forward_features(backbone, norm(x.to(device, non_blocking=True)), device, precision).cpu().numpy()
+    finally:
+        stream.close()
+
+
 def source_features(backbone: Backbone, source: ImageSource, rows: np.ndarray, *, batch_size: int,
                     num_workers: Optional[int], device: torch.device, bar=None, precision: str = "auto") -> np.ndarray:
-    """Eval-mode float32 features of ``source`` at ``rows``, uncached (what the feature cache stores per shard).
-
-    The caller puts ``backbone`` in eval mode on ``device``; ``bar`` (a tqdm) advances by each batch.
-    Workers decode and resize (:func:`eval_resize`, uint8: a quarter of the bytes through shared
-    memory) and the main process normalises each batch at once: the same numbers as
-    :func:`eval_transform` per image (tested), with less work per image where decoding bounds extraction.
-    """
-    pre = backbone.preprocess
-    loader = make_loader(TorchImageDataset(source, eval_resize(pre), rows), batch_size, num_workers)
-    norm = normalize(pre)
+    """Eval-mode float32 features of ``source`` at ``rows``, uncached (:func:`batch_features` in batches of
+    ``batch_size``); ``bar`` (a tqdm) advances by each batch."""
     out = []
-    for x, _, _ in loader:
-        out.append(forward_features(backbone, norm(x.to(device, non_blocking=True)), device, precision).cpu().numpy())
+    for f in batch_features(backbone, source, chunks(np.asarray(rows), batch_size), num_workers=num_workers,
+                            device=device, precision=precision):
+        out.append(f)
         if bar is not None:
-            bar.update(len(x))
+            bar.update(len(f))
     return np.concatenate(out).astype(np.float32)
