@@ -26,8 +26,8 @@ Algorithm (settings: :class:`ConsensusSettings`, read from ``extra``):
    design) gives cleanlab's flags sharpen(p_i) and keeps every other label: at 20 % noise it flagged
    25–30 % of the samples with precision 0.4–0.6 and its targets were no more accurate than the given
    labels. ``relabel=soft`` uses t_i above for every sample (the first design: it pulled clean
-   samples towards the probe and trailed GCE/SCE/ELR-FFT by 4–7 noisy-validation points at 20 % noise). From the second epoch p_i mixes the detector's prediction
-   with a temporal ensemble of the model's own predictions, collected on the augmented views during
+   samples towards the probe and trailed GCE/SCE/ELR-FFT by 4–7 noisy-validation points at 20 %
+   noise). From the second epoch p_i mixes the detector's prediction with a temporal ensemble of the model's own predictions, collected on the augmented views during
    the training pass itself (no extra pass over the training images); the flags and w are
    re-estimated after each epoch.
 4. The returned model is the checkpoint with the best noisy-validation accuracy among the step-2
@@ -185,19 +185,7 @@ class RefurbishedTargets(nn.Module):
             # is the one process's
             every, probs = dist.global_rows(idx, logits.detach().float().softmax(1))
             self.current[every] = probs.to(self.current.device)
-            onehot = F.one_hot(self.labels[idx], logits.shape[1]).float()
-            pred = self.prediction()[idx]
-            guess = sharpen(pred, self.s.sharpen_T)
-            if self.s.relabel == "posterior":
-                t = sharpen(self.post[idx], self.s.sharpen_T)
-            elif self.s.relabel == "flagged":
-                flag = self.flags[idx] & (pred.max(1).values >= self.s.relabel_min_conf)
-                t = torch.where(flag.unsqueeze(1), guess, onehot)
-            elif self.s.relabel == "soft":
-                w = self.w[idx].unsqueeze(1)
-                t = w * onehot + (1 - w) * guess
-            else:
-                t = onehot
+            t = self._targets(idx, logits.shape[1])
         t = t.to(logits.device)
         if self.s.base_loss == "gce":  # GCE on the target distribution: (1 − (Σ_c t_c p_c)^q) / q
             pt = (t * logits.float().softmax(1)).sum(1).clamp_min(1e-12)
@@ -207,6 +195,21 @@ class RefurbishedTargets(nn.Module):
         if self.s.elr_lambda > 0:
             loss = loss + self.s.elr_lambda * self.elr.regulariser(logits.float(), idx.to(logits.device))
         return loss
+
+    def _targets(self, idx: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """This batch's targets under the relabel rule (only the rule's own inputs are computed: a training hot path)."""
+        if self.s.relabel == "posterior":
+            return sharpen(self.post[idx], self.s.sharpen_T)
+        onehot = F.one_hot(self.labels[idx], num_classes).float()
+        if self.s.relabel == "none":
+            return onehot
+        pred = self.prediction()[idx]
+        guess = sharpen(pred, self.s.sharpen_T)
+        if self.s.relabel == "flagged":
+            flag = self.flags[idx] & (pred.max(1).values >= self.s.relabel_min_conf)
+            return torch.where(flag.unsqueeze(1), guess, onehot)
+        w = self.w[idx].unsqueeze(1)  # soft
+        return w * onehot + (1 - w) * guess
 
     @torch.no_grad()
     def end_epoch(self, num_classes: int) -> None:
@@ -227,11 +230,10 @@ class RefurbishedTargets(nn.Module):
     def issues(self) -> np.ndarray:
         """is_label_issue under the relabel rule: the detector's label posterior's arg-max differs from the label
         (posterior), else cleanlab's find_label_issues on the current prediction."""
+        labels = self.labels.cpu().numpy()
         if self.s.relabel == "posterior":  # the detector's out-of-sample prediction: the model has fitted the labels
-            labels = self.labels.cpu().numpy()
-            post = cd.label_posterior(self.det_probs.cpu().numpy(), labels, self.transition.cpu().numpy())
-            return post.argmax(1) != labels
-        return cd.issue_flags(self.prediction().cpu().numpy(), self.labels.cpu().numpy())
+            return cd.label_posterior(self.det_probs.cpu().numpy(), labels, self.transition.cpu().numpy()).argmax(1) != labels
+        return cd.issue_flags(self.prediction().cpu().numpy(), labels)
 
     def _estimate(self, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(consensus score, clean weight w, cleanlab's flags or None) from the detector and the ensemble."""
