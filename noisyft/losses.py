@@ -46,12 +46,15 @@ class SCE(nn.Module):
         super().__init__()
         self.alpha, self.beta = alpha, beta
 
-    def forward(self, logits, targets, index=None):
-        ce = F.cross_entropy(logits, targets)
+    def per_sample(self, logits, targets):
+        """α·CE_i + β·RCE_i of each sample (a data-parallel share sums them over the global batch size)."""
+        ce = F.cross_entropy(logits, targets, reduction="none")
         p = F.softmax(logits, dim=1).clamp(1e-7, 1.0)
         one_hot = F.one_hot(targets, logits.shape[1]).float().clamp(1e-4, 1.0)
-        rce = -(p * one_hot.log()).sum(1).mean()
-        return self.alpha * ce + self.beta * rce
+        return self.alpha * ce + self.beta * -(p * one_hot.log()).sum(1)
+
+    def forward(self, logits, targets, index=None):
+        return self.per_sample(logits, targets).mean()
 
 
 class ELR(nn.Module):

@@ -294,12 +294,7 @@ def detector_loss_share(pos: torch.Tensor, neg: torch.Tensor, labels: torch.Tens
     global denominators (``whole``; ``n_clean`` clean samples of the whole batch after warm-up), so the shares of
     every rank sum to the global batch's loss and their gradients to its gradient."""
     if warmup:
-        if real_noise:  # SCE (α = β = 1) per sample: CE + RCE with log 0 := −4, as losses.SCE averages it
-            p = F.softmax(pos, dim=1).clamp(1e-7, 1.0)
-            one_hot = F.one_hot(labels, pos.shape[1]).float().clamp(1e-4, 1.0)
-            rows = F.cross_entropy(pos, labels, reduction="none") - (p * one_hot.log()).sum(1)
-        else:
-            rows = F.cross_entropy(pos, labels, reduction="none")
+        rows = SCE().per_sample(pos, labels) if real_noise else F.cross_entropy(pos, labels, reduction="none")
         positive = rows.sum() / whole
         target = labels
     else:
