@@ -107,8 +107,10 @@ class ConsensusSettings(MethodSettings):
                           choices=("posterior", "flagged", "soft", "none"))
     relabel_min_conf: float = option(0.0, "a flagged sample is relabelled only when the prediction's top probability "
                                      "reaches this (0: every flag)", range=Range(0, 1))
-    base_loss: str = option("ce", "loss on the targets: ce (soft cross-entropy) or gce (generalised cross-entropy, q "
-                            "from --gce-q, on the arg-max of the target)", choices=("ce", "gce"))
+    base_loss: str = option("ce", "loss on the targets: ce (soft cross-entropy), gce (generalised cross-entropy, q "
+                            "from --gce-q, on the target distribution) or sce (symmetric cross-entropy: soft CE + "
+                            "reverse CE −Σ p log t, log 0 := log 1e-4, as sce-fft with α = β = 1)",
+                            choices=("ce", "gce", "sce"))
     head_init: str = option("refurbished", "fine-tuning's starting head: refurbished (step 2) or fresh (random, as the "
                             "-fft baselines)", choices=("refurbished", "fresh"))
     elr_lambda: float = option(3.0, "weight λ of the early-learning regulariser added to the fine-tuning loss (0: off)",
@@ -192,6 +194,9 @@ class RefurbishedTargets(nn.Module):
             loss = ((1 - pt ** self.q) / self.q).mean()
         else:
             loss = -(t * F.log_softmax(logits.float(), 1)).sum(1).mean()
+            if self.s.base_loss == "sce":  # + reverse CE, the prediction scored against the (clamped) target
+                p = logits.float().softmax(1).clamp(1e-7, 1.0)
+                loss = loss - (p * t.clamp(1e-4, 1.0).log()).sum(1).mean()
         if self.s.elr_lambda > 0:
             loss = loss + self.s.elr_lambda * self.elr.regulariser(logits.float(), idx.to(logits.device))
         return loss
