@@ -278,7 +278,8 @@ def test_more_methods_on_two_processes_match_one(method_runs, method):
             assert np.abs(ref[key].astype(np.float64) - s0[key].astype(np.float64)).max(initial=0) <= WEIGHT_TOL, key
         assert np.abs(s0["current" if method == "consensus" else "target"]).sum() > 0  # the state was filled
         if method == "consensus":
-            assert np.array_equal(ref["flags"], s0["flags"]) and np.array_equal(ref["w"], s0["w"])
+            # the relabelled samples are the same; w (a GMM posterior, saturated near 0 and 1) within the tolerance above
+            assert np.array_equal(ref["flags"], s0["flags"]) and ref["flags"].any()
     rank1 = json.loads((base / "maudit.rank1").read_text())
     assert [e for e in rank1 if e[1].startswith(str(two))] == []
     assert any(e[1].startswith(str(two)) for e in json.loads((base / "maudit.rank0").read_text()))
