@@ -144,6 +144,9 @@ def test_relabel_options_choose_the_target():
     # GCE on the kept label: (1 − p_0^q) / q with q 0.7
     p0 = float(torch.tensor([2.0, 0.0]).softmax(0)[0])
     assert _target_loss(relabel="none", base_loss="gce") == pytest.approx((1 - p0 ** 0.7) / 0.7, rel=1e-5)
+    # SCE on the kept label: CE + reverse CE, −Σ_k p_k log t_k with log 0 := log 1e-4 (as sce-fft with α = β = 1)
+    rce = -(1 - p0) * np.log(1e-4)
+    assert _target_loss(relabel="none", base_loss="sce") == pytest.approx(keep + rce, rel=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +241,20 @@ def test_defaults_are_the_benchmarks_best_method_and_detector():
     assert config_from_args(build_parser().parse_args(["detect"]), DETECT_DEFAULTS).method == "consensus-detect"
     assert config_from_args(build_parser().parse_args(["detect", "--method", "turn"]), DETECT_DEFAULTS).method == "turn"
     assert api.DEMO["method"] == "turn"  # the demo shows TURN, timed in the README
+
+
+def test_head_init_changes_only_where_fine_tuning_starts(tmp_path):
+    """Both starts log the same epoch 0 (the refurbished head on the pretrained backbone, a delivery candidate);
+    the fresh head (the default) then trains differently from the refurbished one."""
+    from tests.conftest import write_splits
+
+    root = write_splits(tmp_path / "imgs", 30, 6)
+    recs = {}
+    for init in ("fresh", "refurbished"):
+        r = api.fit(data=str(root), noise="symflip:0.3", method="consensus", val_fraction=0.2, seed=1,
+                    out=str(tmp_path / init), extra={"head_init": init}, **{**TINY, "epochs_fft": 1})
+        recs[init] = [json.loads(x) for x in (r.run_dir / "metrics.jsonl").read_text().splitlines() if '"fft"' in x]
+    (f0, f1), (r0, r1) = recs["fresh"], recs["refurbished"]
+    assert f0["epoch"] == r0["epoch"] == 0 and f0["val_acc"] == r0["val_acc"] and f0["test_acc"] == r0["test_acc"]
+    assert f1["train_loss"] != pytest.approx(r1["train_loss"], rel=1e-3)
+    assert ConsensusSettings().head_init == "fresh"
