@@ -147,9 +147,16 @@ class FeatureViews:
         self.settings = {"weak": weak, "strong": strong}
 
     def augment(self, x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+        """One view of ``x``. On an accelerator the noise is drawn there, from a generator seeded by ``gen``
+        (reproducible, the same on every rank): drawing it on the host and copying it over took most of a
+        step's time, the heads being tiny. On the CPU the draws are ``gen``'s own."""
         noise, drop = self.settings[kind]
-        eps = torch.randn(x.shape, generator=gen).to(x.device)
-        keep = (torch.rand(x.shape, generator=gen) >= drop).to(x.device, x.dtype) / (1.0 - drop)
+        g = gen
+        if x.device.type != "cpu":
+            g = torch.Generator(device=x.device)
+            g.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))
+        eps = torch.randn(x.shape, generator=g, device=x.device)
+        keep = (torch.rand(x.shape, generator=g, device=x.device) >= drop).to(x.dtype) / (1.0 - drop)
         return (x + noise * self.std * eps) * keep
 
     def batches(self, indices: np.ndarray, batch_size: int, gen: torch.Generator,
