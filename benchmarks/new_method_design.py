@@ -148,14 +148,18 @@ def run_detect(args) -> None:
     print(md_table(rows, ["noise", "seed"] + [k for k in rows[0] if k.startswith(("f1_", "val_", "t_"))]))
 
 
-def targets_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
-    """The consensus detector's targets under each relabel rule, scored against the training truth."""
+def targets_cell(noise: str, seed: int, data: str, grid: dict, extra: dict | None = None) -> dict:
+    """The consensus detector's targets under each relabel rule, scored against the training truth (``extra``: the
+    detector's settings, e.g. ``{"components": "cotrain"}``); ``t_detector``: its wall seconds on cached features."""
     from noisyft.methods import consensus_detect as cd
     from noisyft.methods.consensus import ConsensusSettings, run_detector
 
     ctx = make_ctx(data=data, noise=noise, seed=seed, method="consensus", **grid)
+    ctx.feature_tensor("train")  # extraction (cached) outside the detector's time
     y, true = ctx.train.labels, ctx.train.true_labels
-    score, w, probs, _ = run_detector(ctx, ConsensusSettings())
+    t = time.perf_counter()
+    score, w, probs, _ = run_detector(ctx, ConsensusSettings(**(extra or {})))
+    t_detector = time.perf_counter() - t
     pred, wrong = probs.argmax(1), y != true
     flags = cd.issue_flags(probs, y)
     T = cd.noise_transition(probs, y)
@@ -167,7 +171,7 @@ def targets_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
            "acc_posterior_raw": acc(raw.argmax(1)), "acc_posterior": acc(cal.argmax(1)),
            "share_flagged": float(flags.mean()), "share_relabelled": float((cal.argmax(1) != y).mean()),
            "f1_cleanlab_flags": f1(flags, wrong), "f1_posterior_raw": f1(raw.argmax(1) != y, wrong),
-           "f1_posterior": f1(cal.argmax(1) != y, wrong)}
+           "f1_posterior": f1(cal.argmax(1) != y, wrong), "auroc_score": auroc(score, wrong), "t_detector": t_detector}
     return row
 
 
@@ -175,7 +179,8 @@ def run_targets(args) -> None:
     rows = []
     for seed in args.seeds:
         for noise in args.noises:
-            rows.append(targets_cell(noise, seed, args.data, GRID))
+            extra = {k: _value(v) for k, v in args.extra}
+            rows.append({"extra": extra, **targets_cell(noise, seed, args.data, GRID, extra)})
             print(rows[-1], flush=True)
             (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
     print(md_table(rows, list(rows[0])))
@@ -229,6 +234,8 @@ def main() -> None:
     t.add_argument("--data", default=DATA)
     t.add_argument("--name", default="new_method_targets")
     t.add_argument("--image-size", type=int, default=GRID["image_size"])
+    t.add_argument("--extra", nargs="*", default=[], type=lambda kv: tuple(kv.split("=", 1)),
+                   help="the detector's settings KEY=VALUE (ConsensusSettings), e.g. components=cotrain")
     f = sub.add_parser("fft")
     f.add_argument("--noises", nargs="+", default=NOISES)
     f.add_argument("--seeds", nargs="+", type=int, default=[0])
