@@ -46,6 +46,12 @@ def one_cell_grid(base: dict, noise: str, method: str, seed: int, extra: dict | 
     return d
 
 
+def consensus_cell(base: dict, noise: str, seed: int, extra: dict, **common):
+    """(one-cell grid, its Cell) of ``consensus`` with ``extra`` at ``noise`` / ``seed``."""
+    grid = one_cell_grid(base, noise, "consensus", seed, extra, **common)
+    return grid, BenchSpec.from_dict(copy.deepcopy(grid)).cells()[0]
+
+
 def val_acc(summary: dict) -> float | None:
     """Noisy-validation accuracy of the delivered phase's validation-selected epoch."""
     block = summary.get({"lp": "probe", "fft": "fine_tuned"}.get(summary.get("delivered_phase"), ""), {})
@@ -120,7 +126,8 @@ def main() -> None:
     ap.add_argument("--grid", required=True)
     ap.add_argument("--variants", required=True, help="YAML: variant name → consensus --extra mapping (first = control)")
     ap.add_argument("--out", required=True, help="the bench directory (finished cells in it are kept)")
-    ap.add_argument("--procs", type=int, default=8)
+    ap.add_argument("--procs", type=int, default=max(2, (os.cpu_count() or 2) // 2),
+                    help="cells at a time (each decodes on the CPU: a lent H200 showed 2 cores, not the 16 it is sold with)")
     ap.add_argument("--seconds", type=float, default=520)
     ap.add_argument("--num-workers", type=int, default=2, help="decoding workers per cell")
     ap.add_argument("--rerun", nargs="*", default=["consensus", "consensus-detect"],
@@ -160,9 +167,9 @@ def main() -> None:
     stage1 = []
     for noise in spec.noises:
         for v in names:
-            cell = [c for c in BenchSpec.from_dict(one_cell_grid(base, noise, "consensus", 0, variants[v], **common)).cells()][0]
+            grid, cell = consensus_cell(base, noise, 0, variants[v], **common)
             if not cell_finished(cell_dir(vdir[v], cell)):
-                stage1.append((f"{v}|{noise}", one_cell_grid(base, noise, "consensus", 0, variants[v], **common), vdir[v]))
+                stage1.append((f"{v}|{noise}", grid, vdir[v]))
     sched.pending_stage1 = {n for n, _, _ in stage1}
     rest = [c for c in spec.cells() if c.method != "consensus" and not cell_finished(cell_dir(out, c))]
     rest.sort(key=lambda c: (c.method != "consensus-detect", c.seed))
@@ -176,8 +183,7 @@ def main() -> None:
         for v in names:
             accs = {}
             for noise in spec.noises:
-                cell = BenchSpec.from_dict(one_cell_grid(base, noise, "consensus", 0, variants[v])).cells()[0]
-                f = cell_dir(vdir[v], cell) / "summary.json"
+                f = cell_dir(vdir[v], consensus_cell(base, noise, 0, variants[v])[1]) / "summary.json"
                 if f.exists():
                     accs[str(noise)] = val_acc(json.loads(f.read_text()))
             table[v] = accs
@@ -188,7 +194,7 @@ def main() -> None:
         log(f"chosen on noisy validation: {winner} {variants[winner]} "
             + " ".join(f"{v}={sum(t.values()) / max(1, len(t)):.4f}" for v, t in table.items()))
         for noise in spec.noises:  # its seed-0 cells are the grid's consensus seed 0
-            cell = BenchSpec.from_dict(one_cell_grid(base, noise, "consensus", 0, variants[winner])).cells()[0]
+            cell = consensus_cell(base, noise, 0, variants[winner])[1]
             src = cell_dir(vdir[winner], cell)
             if src.exists() and not cell_dir(out, cell).exists():
                 shutil.copytree(src, cell_dir(out, cell))
