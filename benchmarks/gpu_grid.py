@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from noisyft.bench.grid import BenchSpec, cell_dir, cell_finished
+from noisyft.run.summary import delivered_block
 
 
 def one_cell_grid(base: dict, noise: str, method: str, seed: int, extra: dict | None, **common) -> dict:
@@ -54,8 +55,7 @@ def consensus_cell(base: dict, noise: str, seed: int, extra: dict, **common):
 
 def val_acc(summary: dict) -> float | None:
     """Noisy-validation accuracy of the delivered phase's validation-selected epoch."""
-    block = summary.get({"lp": "probe", "fft": "fine_tuned"}.get(summary.get("delivered_phase"), ""), {})
-    return block.get("val_selected_val_acc")
+    return (delivered_block(summary) or {}).get("val_selected_val_acc")
 
 
 class Scheduler:
@@ -188,11 +188,11 @@ def main() -> None:
                     accs[str(noise)] = val_acc(json.loads(f.read_text()))
             table[v] = accs
         complete = [v for v in names if len(table[v]) == len(spec.noises) and None not in table[v].values()]
-        winner = max(complete or names[:1], key=lambda v: sum(table[v].values()) / max(1, len(table[v])))
+        mean = {v: sum(t.values()) / max(1, len(t)) for v, t in table.items() if None not in t.values()}
+        winner = max(complete or names[:1], key=lambda v: mean.get(v, -1.0))
         chosen.update(winner=winner, table=table, extra=variants[winner])
         (keep / "variants_val.json").write_text(json.dumps(chosen, indent=1))
-        log(f"chosen on noisy validation: {winner} {variants[winner]} "
-            + " ".join(f"{v}={sum(t.values()) / max(1, len(t)):.4f}" for v, t in table.items()))
+        log(f"chosen on noisy validation: {winner} {variants[winner]} " + " ".join(f"{v}={m:.4f}" for v, m in mean.items()))
         for noise in spec.noises:  # its seed-0 cells are the grid's consensus seed 0
             cell = consensus_cell(base, noise, 0, variants[winner])[1]
             src = cell_dir(vdir[winner], cell)

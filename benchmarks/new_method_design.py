@@ -179,11 +179,16 @@ def run_targets(args) -> None:
     rows = []
     for seed in args.seeds:
         for noise in args.noises:
-            extra = {k: _value(v) for k, v in args.extra}
+            extra = _extras(args.extra)
             rows.append({"extra": extra, **targets_cell(noise, seed, args.data, GRID, extra)})
             print(rows[-1], flush=True)
             (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
     print(md_table(rows, list(rows[0])))
+
+
+def _extras(pairs) -> dict:
+    """``KEY=VALUE`` strings → settings, each value parsed by :func:`_value`."""
+    return {k: _value(v) for k, v in (kv.split("=", 1) for kv in pairs)}
 
 
 def _value(text: str):
@@ -196,6 +201,7 @@ def _value(text: str):
 
 def run_fft(args) -> None:
     from noisyft import api
+    from noisyft.run.summary import delivered_block
 
     rows = []
     out_root = Path(args.out)
@@ -203,14 +209,13 @@ def run_fft(args) -> None:
         for noise in args.noises:
             for spec in args.methods:
                 method, _, extra_txt = spec.partition("?")
-                extra = dict(kv.split("=", 1) for kv in extra_txt.split("&")) if extra_txt else {}
-                extra = {k: _value(v) for k, v in extra.items()}
+                extra = _extras(extra_txt.split("&")) if extra_txt else {}
                 name = spec.replace("?", "_").replace("&", "_").replace("=", "-").replace(":", "")
                 res = api.fit(data=args.data, noise=noise, method=method, seed=seed, epochs_fft=args.epochs_fft,
                               out=str(out_root / f"{name}-{noise.replace(':', '')}-s{seed}"), progress=False,
                               extra=extra, **GRID)
                 s, d = res.summary, res.summary.get("detection", {})
-                block = s.get({"lp": "probe", "fft": "fine_tuned"}.get(s.get("delivered_phase"), ""), {})
+                block = delivered_block(s) or {}
                 row = {"noise": noise, "seed": seed, "method": spec, "val": block.get("val_selected_val_acc"),
                        "val_sel": s.get("test_acc"), "best": block.get("best_test_acc"), "last": block.get("last_test_acc"),
                        "time": s["timings"]["total"] - s["timings"].get("extraction", 0.0),
@@ -234,7 +239,7 @@ def main() -> None:
     t.add_argument("--data", default=DATA)
     t.add_argument("--name", default="new_method_targets")
     t.add_argument("--image-size", type=int, default=GRID["image_size"])
-    t.add_argument("--extra", nargs="*", default=[], type=lambda kv: tuple(kv.split("=", 1)),
+    t.add_argument("--extra", nargs="*", default=[],
                    help="the detector's settings KEY=VALUE (ConsensusSettings), e.g. components=cotrain")
     f = sub.add_parser("fft")
     f.add_argument("--noises", nargs="+", default=NOISES)

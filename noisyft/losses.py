@@ -39,6 +39,13 @@ class GCE(nn.Module):
         return ((1 - p.pow(self.q)) / self.q).mean()
 
 
+def reverse_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample reverse cross-entropy −Σ_k p_k log t_k: the prediction scored against a target distribution
+    (one-hot or soft), log 0 := log 1e-4 — SCE's RCE term."""
+    p = F.softmax(logits, dim=1).clamp(1e-7, 1.0)
+    return -(p * target.clamp(1e-4, 1.0).log()).sum(1)
+
+
 class SCE(nn.Module):
     """Symmetric cross-entropy (Wang et al. 2019): α·CE + β·RCE, RCE with log 0 := −4 (A = −4)."""
 
@@ -49,9 +56,7 @@ class SCE(nn.Module):
     def per_sample(self, logits, targets):
         """α·CE_i + β·RCE_i of each sample (a data-parallel share sums them over the global batch size)."""
         ce = F.cross_entropy(logits, targets, reduction="none")
-        p = F.softmax(logits, dim=1).clamp(1e-7, 1.0)
-        one_hot = F.one_hot(targets, logits.shape[1]).float().clamp(1e-4, 1.0)
-        return self.alpha * ce + self.beta * -(p * one_hot.log()).sum(1)
+        return self.alpha * ce + self.beta * reverse_ce(logits, F.one_hot(targets, logits.shape[1]).float())
 
     def forward(self, logits, targets, index=None):
         return self.per_sample(logits, targets).mean()

@@ -54,7 +54,7 @@ from noisyft import dist
 from noisyft.config import OptimConfig
 from noisyft.engine import generator, head_logits, train_head_epoch, train_image_epoch
 from noisyft.errors import UserError
-from noisyft.losses import ELR
+from noisyft.losses import ELR, reverse_ce
 from noisyft.methods import consensus_detect as cd
 from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.mixmatch import sharpen
@@ -196,9 +196,8 @@ class RefurbishedTargets(nn.Module):
             loss = ((1 - pt ** self.q) / self.q).mean()
         else:
             loss = -(t * F.log_softmax(logits.float(), 1)).sum(1).mean()
-            if self.s.base_loss == "sce":  # + reverse CE, the prediction scored against the (clamped) target
-                p = logits.float().softmax(1).clamp(1e-7, 1.0)
-                loss = loss - (p * t.clamp(1e-4, 1.0).log()).sum(1).mean()
+            if self.s.base_loss == "sce":  # + reverse CE, the prediction scored against the target
+                loss = loss + reverse_ce(logits.float(), t).mean()
         if self.s.elr_lambda > 0:
             loss = loss + self.s.elr_lambda * self.elr.regulariser(logits.float(), idx.to(logits.device))
         return loss
