@@ -104,3 +104,44 @@ def test_class_without_training_samples_is_skipped(image_tree, tmp_path):
     sel = [json.loads(l) for l in (tmp_path / "r" / "selection.jsonl").read_text().splitlines()]
     assert all(s["selected"] == 2 * s["n_min"] and s["n_min"] > 0 for s in sel)
     assert all(s["gmm_status"].get("empty") == 1 for s in sel)
+
+
+def test_probe_epoch_checks_its_losses_once_and_names_the_first_bad_step():
+    """Feature-space loops keep step losses on the device; a NaN still stops the epoch, naming its first bad step."""
+    import pytest
+    import torch
+    from torch import nn
+
+    from noisyft.engine import TrainingDiverged, generator, train_head_epoch
+    from noisyft.losses import create_loss
+
+    feats, labels = torch.randn(64, 5), torch.randint(0, 3, (64,))
+    ce, seen = create_loss("ce"), []
+
+    class Recorded(nn.Module):  # CE, remembering each step's value; NaN from the third step on when asked
+        def __init__(self, nan_from=None):
+            super().__init__()
+            self.nan_from = nan_from
+
+        def forward(self, logits, y, idx):
+            loss = ce(logits, y, idx)
+            if self.nan_from is not None and len(seen) >= self.nan_from:
+                loss = loss * float("nan")
+            seen.append(float(loss.detach()))
+            return loss
+
+    head = nn.Linear(5, 3)
+    opt = torch.optim.SGD(head.parameters(), lr=0.1)
+    mean = train_head_epoch(head, feats, labels, Recorded(), opt, batch_size=16, gen=generator(0, 1), epoch=1)
+    assert len(seen) == 4 and mean == pytest.approx(sum(seen) / 4)
+    seen.clear()
+    with pytest.raises(TrainingDiverged, match=r"linear probing: loss became nan at epoch 3, step 2"):
+        train_head_epoch(head, feats, labels, Recorded(nan_from=2), opt, batch_size=16, gen=generator(0, 2), epoch=3)
+
+
+def test_nan_in_linear_probing_stops_with_one_line_and_keeps_the_probe_checkpoint(image_tree, tmp_path):
+    out = tmp_path / "r"
+    proc = _run_cli(["fit", "--data", str(image_tree), "--out", str(out), *TINY], {"NOISYFT_KILL_AT": "nan:linear probing:2:1"})
+    line = _one_line_error(proc, code=1)
+    assert "linear probing" in line and "epoch 2" in line and "step 1" in line
+    assert json.loads((out / "progress.json").read_text()) == {"tag": "lp", "epoch": 1}

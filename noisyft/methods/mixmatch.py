@@ -48,7 +48,7 @@ from noisyft.options import NON_NEGATIVE, POSITIVE, Range, option
 
 from noisyft.data.base import LabeledSet, TorchImageDataset
 from noisyft.data.transforms import train_transform
-from noisyft.engine import generator, head_logits, optimizer_step
+from noisyft.engine import StepLosses, generator, head_logits, update
 from noisyft.features.loader import forward_features, make_loader
 from noisyft.methods.base import Context, MethodOutput, label_quality_doc
 from noisyft.methods.registry import METHODS
@@ -166,7 +166,7 @@ class FeatureViews:
         order = idx[torch.randperm(len(idx), generator=gen)]
         for start in range(0, len(order), batch_size):
             b = order[start: start + batch_size]
-            x = self.feats[b.to(self.feats.device)]
+            x = self.feats[b.to(self.feats.device, non_blocking=True)]
             yield b, [self.augment(x, k, gen) for k in kinds]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -262,15 +262,13 @@ def warmup_epoch(heads: Sequence[nn.Linear], opts: Sequence[torch.optim.Optimize
     """One epoch of CE on every sample (weak views) for each head; the heads share each encoded batch."""
     for h in heads:
         h.train()
-    total, steps = 0.0, 0
-    for step, (idx, (x,)) in enumerate(tqdm(views.batches(np.arange(len(views)), batch_size, gen, ("weak",)),
-                                            desc=desc, leave=False, disable=not progress)):
-        z, y = views.encode(x), labels[idx.to(labels.device)]
+    losses = StepLosses("warm-up", epoch)
+    for idx, (x,) in tqdm(views.batches(np.arange(len(views)), batch_size, gen, ("weak",)),
+                          desc=desc, leave=False, disable=not progress):
+        z, y = views.encode(x), labels[idx.to(labels.device, non_blocking=True)]
         for h, opt in zip(heads, opts):
-            loss = F.cross_entropy(h(z), y)
-            optimizer_step(loss, opt, "warm-up", epoch, step)
-            total, steps = total + loss.item(), steps + 1
-    return total / max(steps, 1)
+            update(losses.add(F.cross_entropy(h(z), y)), opt)
+    return losses.mean()
 
 
 def _cycle(make: Callable[[int], Iterator]) -> Iterator:
@@ -288,7 +286,7 @@ def _cycle(make: Callable[[int], Iterator]) -> Iterator:
 
 def mixmatch_step(head: nn.Linear, peer: nn.Linear, views, xs: list[torch.Tensor], onehot: torch.Tensor, w: torch.Tensor,
                   us: list[torch.Tensor], s: MixSettings, lam: float, perm: torch.Tensor,
-                  ramp: float) -> tuple[torch.Tensor, dict]:
+                  ramp: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The MixMatch loss of one labelled + unlabelled batch for ``head`` (``peer`` only helps guess labels).
 
     ``xs``/``us`` hold the views: two weak ones, then (UNICON) two strong ones.
@@ -304,17 +302,17 @@ def mixmatch_step(head: nn.Linear, peer: nn.Linear, views, xs: list[torch.Tensor
     mix_x, mix_u = (xs[2:4], us[2:4]) if s.strong_mix else (xs[:2], us[:2])
     inputs = torch.cat([*mix_x, *(mix_u if len(us[0]) else [])])
     targets = torch.cat([targets_x, targets_x, *([targets_u, targets_u] if len(us[0]) else [])])
-    mixed_in, mixed_t = mixup(inputs, targets.to(inputs.device), lam, perm.to(inputs.device))
+    mixed_in, mixed_t = mixup(inputs, targets.to(inputs.device), lam, perm.to(inputs.device, non_blocking=True))
     logits = head(views.encode(mixed_in))
     nx = 2 * len(onehot)
     lx, lu = semi_loss(logits[:nx], mixed_t[:nx], logits[nx:], mixed_t[nx:])
     penalty = uniform_prior_penalty(logits)
     loss = lx + s.lambda_u * ramp * lu + penalty
-    parts = {"lx": lx.item(), "lu": lu.item(), "penalty": penalty.item()}
+    parts = {"lx": lx.detach(), "lu": lu.detach(), "penalty": penalty.detach()}  # tensors: reading them waits for the device
     if s.extra_loss is not None and len(us[0]) > 1:
         extra = s.extra_loss(head, views.encode(us[2]), views.encode(us[3]))
         loss = loss + extra
-        parts["contrastive"] = extra.item()
+        parts["contrastive"] = extra.detach()
     return loss, parts
 
 
@@ -331,19 +329,18 @@ def mixmatch_epoch(head: nn.Linear, peer: nn.Linear, opt: torch.optim.Optimizer,
     rng = np.random.default_rng([seed, salt, epoch])
     unl = _cycle(lambda k: views.batches(split.unlabelled, batch_size, generator(seed, salt, epoch, 1, k), kinds))
     num_iter = -(-len(split.labelled) // batch_size)
-    total, steps = 0.0, 0
+    losses = StepLosses(desc, epoch)
     batches = views.batches(split.labelled, batch_size, generator(seed, salt, epoch, 0), kinds)
     for step, (idx, xs) in enumerate(tqdm(batches, total=num_iter, desc=desc, leave=False, disable=not progress)):
         _, us = next(unl, (None, [x[:0] for x in xs]))
-        onehot = F.one_hot(labels[idx.to(labels.device)], num_classes).float()
-        w = w_all[idx].view(-1, 1).to(onehot.device)
+        onehot = F.one_hot(labels[idx.to(labels.device, non_blocking=True)], num_classes).float()
+        w = w_all[idx].view(-1, 1).to(onehot.device, non_blocking=True)
         n = 2 * len(idx) + 2 * len(us[0])
         perm = torch.randperm(n, generator=generator(seed, salt, epoch, 2, step))
         ramp = linear_rampup(epoch - 1 + step / num_iter, s.warmup, s.rampup)
         loss, _ = mixmatch_step(head, peer, views, xs, onehot, w, us, s, mix_lambda(rng, s.alpha), perm, ramp)
-        optimizer_step(loss, opt, desc, epoch, step)
-        total, steps = total + loss.item(), steps + 1
-    return total / max(steps, 1)
+        update(losses.add(loss), opt)
+    return losses.mean()
 
 
 # ---------------------------------------------------------------------------
