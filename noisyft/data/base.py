@@ -39,7 +39,8 @@ class ImageSource:
         raise NotImplementedError
 
     def raw(self, i: int) -> np.ndarray:
-        """Image ``i`` as a uint8 HxWxC array (used by instance-dependent noise)."""
+        """Image ``i`` as a uint8 HxWxC array, the same pixels as :meth:`load` (feature extraction and
+        instance-dependent noise read this; sources override it where they can skip the PIL image)."""
         return np.asarray(self.load(i), dtype=np.uint8)
 
 

@@ -45,6 +45,10 @@ class ConcatSource(ImageSource):
         src, j = self._locate(i)
         return src.load(j)
 
+    def raw(self, i: int) -> np.ndarray:
+        src, j = self._locate(i)
+        return src.raw(j)
+
     def fingerprint(self) -> str:
         h = hashlib.sha256(b"concat\0")
         for src in self.parts:

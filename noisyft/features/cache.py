@@ -51,7 +51,8 @@ except ImportError:  # not POSIX: no cross-process lock (one writer per cache as
 
 log = logging.getLogger("noisyft")
 
-FORMAT_VERSION = 2  # 2: content-keyed folders, done.json with CRC, EXIF orientation and 16-bit PNG decoding
+FORMAT_VERSION = 3  # 2: content-keyed folders, done.json with CRC, EXIF orientation and 16-bit PNG decoding;
+#                    3: eval resize by torch's antialiased uint8 kernel (data.transforms.EvalResize; was PIL)
 DONE_FILE = "done.json"
 FEATURES_FILE = "features.npy"
 _VERIFIED: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) → CRC already checked in this process

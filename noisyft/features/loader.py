@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from noisyft.backbones.base import Backbone
 from noisyft.data.base import ImageSource, TorchImageDataset
-from noisyft.data.transforms import EvalResize, Preprocess, normalize
+from noisyft.data.transforms import EvalResize, Preprocess, hwc, normalize
 
 
 def default_workers() -> int:
@@ -125,13 +125,14 @@ class _HWC:
 
 def decoded_batches(source: ImageSource, pre: Preprocess, batches: Sequence[np.ndarray],
                     num_workers: Optional[int]) -> Iterator[torch.Tensor]:
-    """uint8 image batches (N, C, H, W) of ``source``'s rows, one per entry of ``batches``, in order, at the
-    backbone's size (:func:`eval_resize`): one decoding pipeline for all the batches (:func:`decoding_mode`),
-    so several cache shards share one worker start.
+    """uint8 image batches (N, C, H, W), channels-last, of ``source``'s rows, one per entry of ``batches``, in
+    order, at the backbone's size (:class:`EvalResize`): one decoding pipeline for all the batches
+    (:func:`decoding_mode`), so several cache shards share one worker start.
 
-    Every mode stacks HWC images, so the batches come with channels-last strides: normalising them
-    gives the channels-last float batch the forward pass wants without a transposing copy (a
-    visible cost at 224 px); the values are those of :func:`eval_resize` per image.
+    In the ``thread`` and ``inline`` modes the images are only decoded off the main thread and each
+    batch is resized in one call in it (:meth:`EvalResize.batch`: the same pixels as one at a time);
+    worker processes resize image by image. Channels-last batches normalise into the channels-last
+    float batch the forward pass wants without a transposing copy (a visible cost at 224 px).
     """
     mode = decoding_mode(num_workers)
     resize = EvalResize(pre.size, pre.interpolation)
@@ -141,16 +142,16 @@ def decoded_batches(source: ImageSource, pre: Preprocess, batches: Sequence[np.n
             yield x.permute(0, 3, 1, 2)
         return
 
-    def make(rows: np.ndarray) -> np.ndarray:
-        return np.stack([resize.array(source.load(int(i))) for i in rows])
+    def decode(rows: np.ndarray) -> list[np.ndarray]:
+        return [hwc(source.raw(int(i))) for i in rows]
 
-    arrays = (make(b) for b in batches) if mode == "inline" else _prefetched(make, batches)
+    decoded = (decode(b) for b in batches) if mode == "inline" else _prefetched(decode, batches)
     try:
-        for a in arrays:
-            yield torch.from_numpy(a).permute(0, 3, 1, 2)
+        for images in decoded:
+            yield resize.batch(images)
     finally:
         if mode == "thread":
-            arrays.close()
+            decoded.close()
 
 
 def chunks(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
