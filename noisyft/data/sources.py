@@ -284,7 +284,7 @@ class ZipSource(ImageSource):
     def fingerprint(self) -> str:
         """sha256 over (member, CRC32, size) from the central directory: a content hash for free.
 
-        Kept while the zip's size and modification time stay the same: the cache key asks for it
+        Kept while the zip's size, modification time and inode stay the same: the cache key asks for it
         once per split and a subset asks its parent, and over a whole archive it is a visible share
         of extracting a few thousand small images.
         """
