@@ -96,6 +96,16 @@ def decode_array(data: bytes, name: str) -> np.ndarray:
     return a if a is not None else np.asarray(decode_image(io.BytesIO(data), name), dtype=np.uint8)
 
 
+def read_image_file(path: Path, name: str) -> bytes:
+    """``path``'s bytes; a missing or unreadable file → UserError naming ``name``."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"cannot read image {name}: file not found") from None
+    except OSError as e:
+        raise UserError(f"cannot read image {name}: {e.strerror or e}") from None
+
+
 def decode_image(fp: Union[str, Path, IO[bytes]], name: str) -> Image.Image:
     """Decode ``fp`` fully into an upright 8-bit RGB image (:func:`to_rgb`); any failure → UserError naming ``name``.
 
@@ -104,12 +114,7 @@ def decode_image(fp: Union[str, Path, IO[bytes]], name: str) -> Image.Image:
     files fail here rather than later inside a transform.
     """
     if isinstance(fp, (str, Path)):
-        try:
-            fp = io.BytesIO(Path(fp).read_bytes())
-        except FileNotFoundError:
-            raise UserError(f"cannot read image {name}: file not found") from None
-        except OSError as e:
-            raise UserError(f"cannot read image {name}: {e.strerror or e}") from None
+        fp = io.BytesIO(read_image_file(Path(fp), name))
     if isinstance(fp, io.BytesIO):
         im = decode_jpeg_fast(fp.getvalue())
         if im is not None:
@@ -139,13 +144,7 @@ class FolderSource(ImageSource):
 
     def raw(self, i: int) -> np.ndarray:
         path = self.path(i)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise UserError(f"cannot read image {path}: file not found") from None
-        except OSError as e:
-            raise UserError(f"cannot read image {path}: {e.strerror or e}") from None
-        return decode_array(data, str(path))
+        return decode_array(read_image_file(path, str(path)), str(path))
 
     def fingerprint(self) -> str:
         """sha256 over (relpath, :func:`content_sample_digest`) of every file: content, not dates.
