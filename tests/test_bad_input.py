@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 
 from noisyft.cli import main
 
@@ -38,12 +39,14 @@ def test_corrupt_image_skipped_on_request_and_listed(image_tree, tmp_path):
     assert any("red/005.png" in s for s in info["skipped_images"])
 
 
-def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_checkpoint(image_tree, tmp_path):
+@pytest.mark.parametrize("where, tag", [("fine-tuning", "fft"), ("linear probing", "lp")])
+def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_checkpoint(image_tree, tmp_path, where, tag):
+    """Per-step checks (fine-tuning) and the once-per-epoch check of the feature-space loops (linear probing) alike."""
     out = tmp_path / "r"
-    proc = _run_cli(["fit", "--data", str(image_tree), "--out", str(out), *TINY], {"NOISYFT_KILL_AT": "nan:fine-tuning:2:1"})
+    proc = _run_cli(["fit", "--data", str(image_tree), "--out", str(out), *TINY], {"NOISYFT_KILL_AT": f"nan:{where}:2:1"})
     line = _one_line_error(proc, code=1)
-    assert "epoch 2" in line and "step 1" in line and "nan" in line
-    assert json.loads((out / "progress.json").read_text()) == {"tag": "fft", "epoch": 1}
+    assert where in line and "epoch 2" in line and "step 1" in line and "nan" in line
+    assert json.loads((out / "progress.json").read_text()) == {"tag": tag, "epoch": 1}
     # the run continues from that checkpoint once the cause is gone
     proc = _run_cli(["fit", "--data", str(image_tree), "--out", str(out), *TINY])
     assert proc.returncode == 0, proc.stderr
@@ -108,7 +111,6 @@ def test_class_without_training_samples_is_skipped(image_tree, tmp_path):
 
 def test_probe_epoch_checks_its_losses_once_and_names_the_first_bad_step():
     """Feature-space loops keep step losses on the device; a NaN still stops the epoch, naming its first bad step."""
-    import pytest
     import torch
     from torch import nn
 
@@ -138,10 +140,3 @@ def test_probe_epoch_checks_its_losses_once_and_names_the_first_bad_step():
     with pytest.raises(TrainingDiverged, match=r"linear probing: loss became nan at epoch 3, step 2"):
         train_head_epoch(head, feats, labels, Recorded(nan_from=2), opt, batch_size=16, gen=generator(0, 2), epoch=3)
 
-
-def test_nan_in_linear_probing_stops_with_one_line_and_keeps_the_probe_checkpoint(image_tree, tmp_path):
-    out = tmp_path / "r"
-    proc = _run_cli(["fit", "--data", str(image_tree), "--out", str(out), *TINY], {"NOISYFT_KILL_AT": "nan:linear probing:2:1"})
-    line = _one_line_error(proc, code=1)
-    assert "linear probing" in line and "epoch 2" in line and "step 1" in line
-    assert json.loads((out / "progress.json").read_text()) == {"tag": "lp", "epoch": 1}

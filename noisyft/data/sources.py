@@ -93,7 +93,7 @@ def decode_array(data: bytes, name: str) -> np.ndarray:
     """``data`` decoded as :func:`decode_image` does, as an H×W×C uint8 array: a JPEG goes straight from
     libjpeg-turbo to the array (no PIL image in between, the common case of feature extraction)."""
     a = _jpeg_array(data)
-    return a if a is not None else np.asarray(decode_image(io.BytesIO(data), name), dtype=np.uint8)
+    return a if a is not None else np.asarray(_decode_pil(io.BytesIO(data), name), dtype=np.uint8)
 
 
 def read_image_file(path: Path, name: str) -> bytes:
@@ -119,11 +119,14 @@ def decode_image(fp: Union[str, Path, IO[bytes]], name: str) -> Image.Image:
         im = decode_jpeg_fast(fp.getvalue())
         if im is not None:
             return im
+    return _decode_pil(fp, name)
+
+
+def _decode_pil(fp: IO[bytes], name: str) -> Image.Image:
+    """PIL's full decode of ``fp`` (:func:`to_rgb`); any failure → UserError naming ``name``."""
     try:
         with Image.open(fp) as im:
             return to_rgb(im)
-    except FileNotFoundError:
-        raise UserError(f"cannot read image {name}: file not found") from None
     except Exception as e:  # PIL raises many types for corrupt data
         reason = str(e) or type(e).__name__
         raise UserError(f"cannot read image {name}: {reason}") from None

@@ -71,17 +71,13 @@ class EvalResize:
         """One image (PIL or HWC uint8 array) → CHW uint8 tensor."""
         return self.batch([im])[0]
 
-    def array(self, im) -> np.ndarray:
-        """One image → HWC uint8 numpy array (what the decoding worker processes send)."""
-        return self.batch([im])[0].permute(1, 2, 0).numpy()
-
     def batch(self, images: Sequence) -> torch.Tensor:
         """Images (PIL or HWC uint8 arrays, any sizes) → (N, C, size, size) uint8, channels-last."""
         arrays = [hwc(im) for im in images]
         if self.torch_mode is None:
             out = torch.from_numpy(np.stack([self._pil(a) for a in arrays])).permute(0, 3, 1, 2)
             return out.contiguous(memory_format=torch.channels_last)
-        shapes = sorted({a.shape for a in arrays})
+        shapes = {a.shape for a in arrays}
         if len(shapes) == 1:
             return self._resize(arrays)
         out = torch.empty(len(arrays), arrays[0].shape[2], self.size, self.size, dtype=torch.uint8)

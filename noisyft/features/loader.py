@@ -114,13 +114,14 @@ def _prefetched(make: Callable[[np.ndarray], np.ndarray], batches: Sequence[np.n
 
 
 class _HWC:
-    """PIL image → HWC uint8 tensor (:meth:`EvalResize.array`), picklable for the worker processes."""
+    """PIL image → HWC uint8 tensor (:class:`EvalResize`), picklable for the worker processes: stacked HWC
+    images make a channels-last batch."""
 
     def __init__(self, resize: EvalResize):
         self.resize = resize
 
     def __call__(self, im) -> torch.Tensor:
-        return torch.from_numpy(self.resize.array(im))
+        return self.resize(im).permute(1, 2, 0)
 
 
 def decoded_batches(source: ImageSource, pre: Preprocess, batches: Sequence[np.ndarray],
