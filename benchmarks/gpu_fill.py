@@ -1,0 +1,134 @@
+"""Fill a grid's missing seeds in one lent GPU call, then time two methods side by side on the warm machine.
+
+A committed results file (``--have``) already holds most of a grid's cells; a lent machine's call is too short to
+rerun them all. This runs only the cells of ``--methods`` that the file lacks (or whose method is in ``--rerun``:
+its code changed since), in the order the methods are named, ``--procs`` one-cell ``noisyft bench`` processes at a
+time (:class:`benchmarks.gpu_grid.Scheduler`). With ``--timing-seconds`` left it stops the grid, waits for every
+cell process to end, and times ``noisyft fit`` of the ``--timing`` pair one after the other on the otherwise idle
+machine, features already cached, alternating while time is left. It writes to ``--keep`` (``$OUT`` on the
+machine): ``results.json`` / ``results.md`` of the whole grid (the new cells, plus the committed file's rows for
+the cells it did not rerun), ``timing.json``, ``cells.log`` and a tarball of the new cells' summaries. Usage::
+
+    python benchmarks/gpu_fill.py --grid benchmarks/grids/cifar10_96px_gpu.yaml \
+        --have benchmarks/results/bench_cifar10_96px_gpu.json --methods consensus ce-fft turn unicon-lp \
+        --rerun consensus --out runs/bench-cifar10-96px-gpu --seconds 520 --timing-seconds 110
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.gpu_grid import Scheduler, one_cell_grid  # noqa: E402
+from noisyft.bench.grid import BenchSpec, cell_dir, cell_finished  # noqa: E402
+from noisyft.bench.results import aggregate, cell_row, results_markdown  # noqa: E402
+
+
+def cells_to_run(spec: BenchSpec, have: dict, methods: list[str], rerun: list[str]) -> list:
+    """The cells of ``methods`` that ``have`` lacks (all of a ``rerun`` method's), in ``methods`` order, seed-major."""
+    done = {r["cell"] for r in have.get("cells", []) if r.get("status") == "done"}
+    todo = [c for c in spec.cells() if c.method in methods and (c.method in rerun or c.name not in done)]
+    return sorted(todo, key=lambda c: (methods.index(c.method), c.seed, spec.noises.index(c.noise)))
+
+
+def merged_results(spec: BenchSpec, have: dict, out: Path, rerun: list[str]) -> dict:
+    """The grid's results: each cell's new row where it ran here, else the committed row (not for ``rerun``)."""
+    old = {r["cell"]: r for r in have.get("cells", [])}
+    rows = []
+    for c in spec.cells():
+        new = cell_row(c, out)
+        keep_old = new["status"] != "done" and c.method not in rerun and old.get(c.name, {}).get("status") == "done"
+        rows.append(old[c.name] if keep_old else new)
+    return {"spec": spec.to_dict(), "cells": rows, "table": aggregate(rows),
+            "counts": {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "running", "pending")}}
+
+
+def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path, log) -> list[dict]:
+    """``noisyft fit`` of each method of ``pair`` in turn, alone, repeated while a whole round fits before ``until``."""
+    rounds, took = [], 0.0
+    while time.time() + took < until:
+        t0, rnd = time.time(), {}
+        for m in pair:
+            run = root / f"r{len(rounds)}-{m}"
+            shutil.rmtree(run, ignore_errors=True)
+            cmd = [sys.executable, "-m", "noisyft.cli", "fit", "--data", base["data"][0], "--noise", noise,
+                   "--image-size", str(base["image_size"]), "--val-fraction", str(base["val_fraction"]),
+                   "--method", m, "--out", str(run), "--no-progress", "--num-workers", "8"]
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(5.0, until - time.time() + 60))
+            except subprocess.TimeoutExpired:
+                log(f"timing {m}: past the deadline")
+                return rounds
+            if r.returncode:
+                log(f"timing {m}: rc={r.returncode} {r.stderr[-400:]}")
+                return rounds
+            rnd[m] = json.loads((run / "summary.json").read_text())["timings"]
+            log(f"timing round {len(rounds)} {m}: " + json.dumps({k: round(v, 1) for k, v in rnd[m].items()}))
+        rounds.append(rnd)
+        took = time.time() - t0
+    return rounds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grid", required=True)
+    ap.add_argument("--have", required=True, help="the grid's committed results.json")
+    ap.add_argument("--methods", nargs="+", required=True, help="methods whose missing cells run, in this order")
+    ap.add_argument("--rerun", nargs="*", default=[], help="methods whose every cell runs again (their code changed)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--procs", type=int, default=0, help="cells at a time (0: half the visible cores, at most 8)")
+    ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=520)
+    ap.add_argument("--timing-seconds", type=float, default=110)
+    ap.add_argument("--timing", nargs=2, default=["ce-fft", "consensus"])
+    ap.add_argument("--timing-noise", default="sym:0.2")
+    ap.add_argument("--keep", default=os.environ.get("OUT", "gpu-fill-out"))
+    a = ap.parse_args()
+    start = time.time()
+    base = yaml.safe_load(Path(a.grid).read_text())
+    spec = BenchSpec.from_dict(copy.deepcopy(base), a.grid)
+    have = json.loads(Path(a.have).read_text())
+    out, keep = Path(a.out), Path(a.keep)
+    keep.mkdir(parents=True, exist_ok=True)
+    logf = open(keep / "cells.log", "a")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    procs = a.procs or max(1, min(8, (os.cpu_count() or 2) // 2))
+    todo = cells_to_run(spec, have, a.methods, a.rerun)
+    log(f"{len(todo)} cells to run, {procs} at a time, {os.cpu_count()} cores visible")
+    tmp = Path("/tmp/gpu-fill")
+    tmp.mkdir(parents=True, exist_ok=True)
+    sched = Scheduler(procs, start + a.seconds - a.timing_seconds, tmp, log)
+    sched.push([(f"{c.method}|{c.noise}|s{c.seed}",
+                 one_cell_grid(base, c.noise, c.method, c.seed, None, num_workers=a.num_workers), out) for c in todo])
+    sched.run()
+    rounds = time_pair(base, a.timing_noise, a.timing, start + a.seconds, out.parent / f"{out.name}-timing", log)
+    (keep / "timing.json").write_text(json.dumps({"noise": a.timing_noise, "rounds": rounds}, indent=1))
+    results = merged_results(spec, have, out, a.rerun)
+    (keep / "results.json").write_text(json.dumps(results, indent=1))
+    (keep / "results.md").write_text(results_markdown(results))
+    with tarfile.open(keep / "cells.tar.gz", "w:gz") as tar:
+        for c in todo:
+            for name in ("summary.json", "metrics.jsonl", "config.json", "state.json", "error.txt"):
+                if (cell_dir(out, c) / name).exists():
+                    tar.add(cell_dir(out, c) / name, arcname=f"{c.name}/{name}")
+    ran = sum(cell_finished(cell_dir(out, c)) for c in todo)
+    log(f"{ran} of {len(todo)} cells finished; {len(rounds)} timing rounds; {time.time() - start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
