@@ -307,3 +307,24 @@ def test_collect_only_tabulates_runs_finished_by_older_code(tmp_path, capsys):
     assert (row["test_acc"], row["test_acc_epoch"], row["test_acc_rule"]) == (0.61, "fft:1", "val-selected")
     assert (row["fine_tuned_best_test_acc"], row["fine_tuned_last_test_acc"], row["probe_best_test_acc"]) == (0.62, 0.62, 0.65)
     assert "| turn | **61.00** | 62.00 / 62.00 | 65.00 |" in (tmp_path / "results.md").read_text()
+
+
+def test_gpu_fill_runs_only_missing_or_rerun_cells_and_keeps_committed_rows(tmp_path):
+    """benchmarks/gpu_fill.py: a committed row is kept unless its method is rerun; the order follows --methods."""
+    import dataclasses
+
+    from benchmarks.gpu_fill import cells_to_run, merged_results
+
+    spec = BenchSpec.from_dict({"data": ["d"], "noises": ["sym:0.2", "sym:0.6"], "backbones": ["b"],
+                                "methods": ["turn", "consensus", "ce-fft"], "seeds": [0, 1]})
+    done = {c.name for c in spec.cells() if c.seed == 0}
+    have = {"cells": [{"cell": c.name, **dataclasses.asdict(c), "status": "done", "test_acc": 0.5}
+                      for c in spec.cells() if c.name in done]}
+    todo = cells_to_run(spec, have, ["consensus", "turn"], rerun=["consensus"])
+    assert [(c.method, c.seed, c.noise) for c in todo] == [
+        ("consensus", 0, "sym:0.2"), ("consensus", 0, "sym:0.6"), ("consensus", 1, "sym:0.2"),
+        ("consensus", 1, "sym:0.6"), ("turn", 1, "sym:0.2"), ("turn", 1, "sym:0.6")]
+    res = merged_results(spec, have, tmp_path, rerun=["consensus"])  # nothing ran here
+    status = {r["cell"]: r["status"] for r in res["cells"]}
+    assert {n for n, s in status.items() if s == "done"} == {n for n in done if "__consensus__" not in n}
+    assert res["counts"]["done"] == 4 and res["counts"]["pending"] == 8
