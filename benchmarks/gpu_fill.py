@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.gpu_grid import Scheduler, one_cell_grid  # noqa: E402
+from benchmarks.gpu_grid import Scheduler, one_cell_grid, tee_log, usable_cores  # noqa: E402
 from noisyft.bench.grid import BenchSpec, cell_dir, cell_finished  # noqa: E402
 from noisyft.bench.results import aggregate, cell_row, results_markdown  # noqa: E402
 
@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", required=True, help="methods whose missing cells run, in this order")
     ap.add_argument("--rerun", nargs="*", default=[], help="methods whose every cell runs again (their code changed)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--procs", type=int, default=0, help="cells at a time (0: half the visible cores, at most 8)")
+    ap.add_argument("--procs", type=int, default=0, help="cells at a time (0: half the usable cores, at most 8)")
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=520)
     ap.add_argument("--timing-seconds", type=float, default=110)
@@ -100,16 +100,10 @@ def main() -> None:
     have = json.loads(Path(a.have).read_text())
     out, keep = Path(a.out), Path(a.keep)
     keep.mkdir(parents=True, exist_ok=True)
-    logf = open(keep / "cells.log", "a")
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-        logf.write(msg + "\n")
-        logf.flush()
-
-    procs = a.procs or max(1, min(8, (os.cpu_count() or 2) // 2))
+    log = tee_log(keep / "cells.log")
+    procs = a.procs or max(1, min(8, usable_cores() // 2))
     todo = cells_to_run(spec, have, a.methods, a.rerun)
-    log(f"{len(todo)} cells to run, {procs} at a time, {os.cpu_count()} cores visible")
+    log(f"{len(todo)} cells to run, {procs} at a time, {usable_cores()} usable cores ({os.cpu_count()} reported)")
     tmp = Path("/tmp/gpu-fill")
     tmp.mkdir(parents=True, exist_ok=True)
     sched = Scheduler(procs, start + a.seconds - a.timing_seconds, tmp, log)

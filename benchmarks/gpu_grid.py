@@ -53,6 +53,23 @@ def consensus_cell(base: dict, noise: str, seed: int, extra: dict, **common):
     return grid, BenchSpec.from_dict(copy.deepcopy(grid)).cells()[0]
 
 
+def tee_log(path: Path):
+    """A function printing a line and appending it to ``path`` (flushed: a killed call keeps its log)."""
+    f = open(path, "a")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        f.write(msg + "\n")
+        f.flush()
+
+    return log
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a lent H200 reported 16 in ``os.cpu_count()`` but allowed 2)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+
+
 def val_acc(summary: dict) -> float | None:
     """Noisy-validation accuracy of the delivered phase's validation-selected epoch."""
     return (delivered_block(summary) or {}).get("val_selected_val_acc")
@@ -126,7 +143,7 @@ def main() -> None:
     ap.add_argument("--grid", required=True)
     ap.add_argument("--variants", required=True, help="YAML: variant name → consensus --extra mapping (first = control)")
     ap.add_argument("--out", required=True, help="the bench directory (finished cells in it are kept)")
-    ap.add_argument("--procs", type=int, default=max(2, (os.cpu_count() or 2) // 2),
+    ap.add_argument("--procs", type=int, default=max(2, usable_cores() // 2),
                     help="cells at a time (each decodes on the CPU: a lent H200 showed 2 cores, not the 16 it is sold with)")
     ap.add_argument("--seconds", type=float, default=520)
     ap.add_argument("--num-workers", type=int, default=2, help="decoding workers per cell")
@@ -142,13 +159,7 @@ def main() -> None:
     out, keep, tmp = Path(a.out), Path(a.keep), Path("/tmp/gpu-grid")
     keep.mkdir(parents=True, exist_ok=True)
     tmp.mkdir(parents=True, exist_ok=True)
-    logf = open(keep / "cells.log", "a")
-
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-        logf.write(msg + "\n")
-        logf.flush()
-
+    log = tee_log(keep / "cells.log")
     spec = BenchSpec.from_dict(copy.deepcopy(base), a.grid)
     for cell in spec.cells():
         if cell.method in a.rerun and cell_dir(out, cell).exists():
