@@ -19,6 +19,7 @@ import argparse
 import copy
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -53,8 +54,9 @@ def merged_results(spec: BenchSpec, have: dict, out: Path, rerun: list[str]) -> 
             "counts": {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "running", "pending")}}
 
 
-def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path, log) -> list[dict]:
-    """``noisyft fit`` of each method of ``pair`` in turn, alone, repeated while a whole round fits before ``until``."""
+def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path, log, extra: list[str] = ()) -> list[dict]:
+    """``noisyft fit`` of each method of ``pair`` in turn, alone, repeated while a whole round fits before ``until``
+    (``extra`` arguments come last, so they override the grid's: ``--image-size 224`` times a larger input)."""
     rounds, took = [], 0.0
     while time.time() + took < until:
         t0, rnd = time.time(), {}
@@ -63,7 +65,7 @@ def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path,
             shutil.rmtree(run, ignore_errors=True)
             cmd = [sys.executable, "-m", "noisyft.cli", "fit", "--data", base["data"][0], "--noise", noise,
                    "--image-size", str(base["image_size"]), "--val-fraction", str(base["val_fraction"]),
-                   "--method", m, "--out", str(run), "--no-progress", "--num-workers", "8"]
+                   "--method", m, "--out", str(run), "--no-progress", "--num-workers", "8", *extra]
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(5.0, until - time.time() + 60))
             except subprocess.TimeoutExpired:
@@ -92,6 +94,7 @@ def main() -> None:
     ap.add_argument("--timing-seconds", type=float, default=110)
     ap.add_argument("--timing", nargs=2, default=["ce-fft", "consensus"])
     ap.add_argument("--timing-noise", default="sym:0.2")
+    ap.add_argument("--timing-args", default="", help="more `noisyft fit` arguments for the timing pair, e.g. '--image-size 224'")
     ap.add_argument("--keep", default=os.environ.get("OUT", "gpu-fill-out"))
     a = ap.parse_args()
     start = time.time()
@@ -110,8 +113,9 @@ def main() -> None:
     sched.push([(f"{c.method}|{c.noise}|s{c.seed}",
                  one_cell_grid(base, c.noise, c.method, c.seed, None, num_workers=a.num_workers), out) for c in todo])
     sched.run()
-    rounds = time_pair(base, a.timing_noise, a.timing, start + a.seconds, out.parent / f"{out.name}-timing", log)
-    (keep / "timing.json").write_text(json.dumps({"noise": a.timing_noise, "rounds": rounds}, indent=1))
+    rounds = time_pair(base, a.timing_noise, a.timing, start + a.seconds, out.parent / f"{out.name}-timing", log,
+                       shlex.split(a.timing_args))
+    (keep / "timing.json").write_text(json.dumps({"noise": a.timing_noise, "args": a.timing_args, "rounds": rounds}, indent=1))
     results = merged_results(spec, have, out, a.rerun)
     (keep / "results.json").write_text(json.dumps(results, indent=1))
     (keep / "results.md").write_text(results_markdown(results))
