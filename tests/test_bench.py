@@ -328,3 +328,12 @@ def test_gpu_fill_runs_only_missing_or_rerun_cells_and_keeps_committed_rows(tmp_
     status = {r["cell"]: r["status"] for r in res["cells"]}
     assert {n for n, s in status.items() if s == "done"} == {n for n in done if "__consensus__" not in n}
     assert res["counts"]["done"] == 4 and res["counts"]["pending"] == 8
+    ran = todo[0]  # a cell finished here replaces the committed row
+    d = cell_dir(tmp_path, ran)
+    d.mkdir(parents=True)
+    (d / "metrics.jsonl").write_text(json.dumps({"phase": "fft", "epoch": 1, "val_acc": 0.5, "test_acc": 0.71}) + "\n")
+    (d / "summary.json").write_text(json.dumps({"timings": {"total": 1.0}}))
+    (d / "label_issues.csv").write_text("rank\n1\n")
+    (d / "state.json").write_text(json.dumps({"finished": ["done"]}))
+    rows = {r["cell"]: r for r in merged_results(spec, have, tmp_path, rerun=["consensus"])["cells"]}
+    assert (rows[ran.name]["status"], rows[ran.name]["test_acc"]) == ("done", 0.71)
