@@ -329,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         if ns.debug:
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)
+        if getattr(e, "on_every_rank", False):  # every rank prints rank 0's refusal before any exits: the
+            from noisyft import dist  # launcher stops the others when the first one exits
+
+            dist.barrier()
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to continue", file=sys.stderr)

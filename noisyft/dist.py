@@ -129,6 +129,8 @@ def on_main(fn: Callable[[], T], share: bool = True) -> Optional[T]:
             result = fn()
         except Exception as e:  # handed to every rank below, then raised everywhere
             error = e
+    if error is not None:
+        error.on_every_rank = True  # the CLI then waits for every rank to print it (see :func:`noisyft.cli.main`)
     payload = broadcast_object((None if error or not share else result, _portable(error)) if is_main() else None)
     if is_main():
         if error is not None:

@@ -44,6 +44,38 @@ def test_knn_and_oof_scores_find_flipped_labels():
     assert roc_auc_score(wrong, -both) > 0.9
 
 
+@pytest.mark.parametrize("loss", ["ce", "gce", "sce", "elr"])
+@pytest.mark.parametrize("optim", [OptimConfig("adamw", 1e-2, 1e-4), OptimConfig("sgd", 0.1, 1e-4, 0.9)])
+def test_probes_stepped_together_equal_probes_trained_alone(loss, optim):
+    """fit_probes (the out-of-fold probes as one stacked head; ELR keeps per-sample state, so alone) gives each
+    fold the head fit_probe trains on it alone, a ragged last batch included (folds of 135/135/134 at batch 32)."""
+    from noisyft.methods.linear_probe import fit_probe, fit_probes
+
+    feats, given, _ = _blobs()
+    y = torch.as_tensor(given)
+    folds = [np.arange(len(given))[np.arange(len(given)) % 4 != k] for k in range(4)]
+    folds[3] = folds[3][:-1]  # sizes 135, 135, 135, 134: a ragged last batch
+    kw = dict(epochs=3, optim=optim, batch_size=32, seed=5, salt_base=60, loss=loss)  # (SGD at lr 0.1 on SCE
+    # amplifies float rounding about 6x an epoch: 5e-7 after one, 1e-3 after six; the heads agree, the floats drift)
+    together = fit_probes(feats, y, folds, 3, **kw)
+    for k, f in enumerate(folds):
+        alone = fit_probe(feats, y, f, 3, salt=k, **kw)
+        torch.testing.assert_close(together[k].weight, alone.weight, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(together[k].bias, alone.bias, rtol=1e-4, atol=1e-4)
+
+
+def test_probes_with_different_step_counts_are_trained_alone():
+    """A fold with one batch more than another cannot share the others' steps: each head as fit_probe's, exactly."""
+    from noisyft.methods.linear_probe import fit_probe, fit_probes
+
+    feats, given, _ = _blobs()
+    y = torch.as_tensor(given)
+    folds = [np.arange(64), np.arange(65)]  # two and three batches of 32
+    kw = dict(epochs=2, optim=OptimConfig("adamw", 1e-2, 0), batch_size=32, seed=1, salt_base=60, loss="gce")
+    for k, head in enumerate(fit_probes(feats, y, folds, 3, **kw)):
+        assert torch.equal(head.weight, fit_probe(feats, y, folds[k], 3, salt=k, **kw).weight)
+
+
 def test_knn_never_counts_a_sample_as_its_own_neighbour():
     feats = torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.01, 1.0]])
     labels = np.array([0, 1, 1, 1])

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from noisyft.config import OptimConfig
-from noisyft.engine import generator, train_head_epoch
+from noisyft.engine import StepLosses, generator, train_head_epoch, update
 from noisyft.faults import maybe_die
 from noisyft.losses import create_loss
 from noisyft.methods.base import Context
@@ -43,6 +43,11 @@ def linear_probe(ctx: Context, loss_name: str, epochs: int, **loss_kw) -> nn.Lin
     return head
 
 
+def _fresh_head(dim: int, num_classes: int, seed: int, salt_base: int, salt: int) -> nn.Linear:
+    torch.manual_seed(generator(seed, salt_base, salt).initial_seed())
+    return nn.Linear(dim, num_classes)
+
+
 def fit_probe(feats: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, num_classes: int, *, epochs: int,
               optim: OptimConfig, batch_size: int, seed: int, salt: int, salt_base: int, loss: str = "ce") -> nn.Linear:
     """A fresh linear head trained on ``indices`` of the cached features, not logged or checkpointed.
@@ -50,8 +55,7 @@ def fit_probe(feats: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, nu
     Seeded by ``(seed, salt_base, salt)`` (shuffles by ``(seed, salt_base + 1, salt, epoch)``), so two
     callers with different ``salt_base`` draw independent heads.
     """
-    torch.manual_seed(generator(seed, salt_base, salt).initial_seed())
-    head = nn.Linear(feats.shape[1], num_classes).to(feats.device)
+    head = _fresh_head(feats.shape[1], num_classes, seed, salt_base, salt).to(feats.device)
     opt = optim.build(head.parameters())
     idx = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(feats.device)
     f, y = feats[idx], labels[idx]
@@ -60,6 +64,72 @@ def fit_probe(feats: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, nu
         train_head_epoch(head, f, y, loss_fn, opt, batch_size=batch_size, gen=generator(seed, salt_base + 1, salt, epoch),
                          epoch=epoch)
     return head
+
+
+STATELESS_LOSSES = ("ce", "gce", "sce")  # a batch's loss depends on that batch alone: probes can share a step
+
+
+class StackedHeads(nn.Module):
+    """K linear heads as one (K, D, C) weight, so one batched matmul and one optimiser step train all K.
+
+    Why: the out-of-fold probes are thousands of steps of a tiny head; on an accelerator each step costs its
+    kernel launches, not its arithmetic, so K probes stepped together cost about one. Adam(W) and SGD work
+    element by element, so each head's slice follows the update it would get alone.
+    """
+
+    def __init__(self, heads: list[nn.Linear]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([h.weight.detach().T for h in heads]).contiguous())  # (K, D, C)
+        self.bias = nn.Parameter(torch.stack([h.bias.detach() for h in heads]).unsqueeze(1))        # (K, 1, C)
+
+    def forward(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """Logits of every head on its own batch (``x``: (K, B, D)), or of head ``k`` on ``x``: (B, D)."""
+        if k is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.addmm(self.bias[k], x, self.weight[k])
+
+    def head(self, k: int) -> nn.Linear:
+        """Head ``k`` as a plain ``nn.Linear``."""
+        out = nn.Linear(self.weight.shape[1], self.weight.shape[2]).to(self.weight.device)
+        with torch.no_grad():
+            out.weight.copy_(self.weight[k].T)
+            out.bias.copy_(self.bias[k, 0])
+        return out
+
+
+def fit_probes(feats: torch.Tensor, labels: torch.Tensor, folds: list[np.ndarray], num_classes: int, *, epochs: int,
+               optim: OptimConfig, batch_size: int, seed: int, salt_base: int, loss: str = "ce") -> list[nn.Linear]:
+    """:func:`fit_probe` for each of ``folds`` (salt = its position), stepped together when they can be.
+
+    Same seeds, shuffles and per-head updates as K separate :func:`fit_probe` calls (equal up to float
+    rounding); run one by one when the loss keeps per-sample state or the folds take different numbers of
+    steps per epoch (a head without a batch must not step).
+    """
+    sizes = [len(f) for f in folds]
+    if loss not in STATELESS_LOSSES or len({-(-n // batch_size) for n in sizes}) != 1:
+        return [fit_probe(feats, labels, f, num_classes, epochs=epochs, optim=optim, batch_size=batch_size, seed=seed,
+                          salt=k, salt_base=salt_base, loss=loss) for k, f in enumerate(folds)]
+    dev = feats.device
+    heads = StackedHeads([_fresh_head(feats.shape[1], num_classes, seed, salt_base, k) for k in range(len(folds))]).to(dev)
+    opt = optim.build(heads.parameters())
+    idx = [torch.as_tensor(np.asarray(f, dtype=np.int64)).to(dev) for f in folds]
+    xs, ys = [feats[i] for i in idx], [labels[i] for i in idx]
+    loss_fn = create_loss(loss, num_classes=num_classes).to(dev)
+    heads.train()
+    for epoch in range(1, epochs + 1):
+        orders = [torch.randperm(n, generator=generator(seed, salt_base + 1, k, epoch)).to(dev, non_blocking=True)
+                  for k, n in enumerate(sizes)]
+        losses = StepLosses("linear probing", epoch)
+        for start in range(0, max(sizes), batch_size):
+            b = [o[start: start + batch_size] for o in orders]
+            if len({len(x) for x in b}) == 1:  # every head's batch the same size: one matmul, one loss call
+                logits = heads(torch.stack([x[i] for x, i in zip(xs, b)]))
+                step = loss_fn(logits.flatten(0, 1), torch.cat([y[i] for y, i in zip(ys, b)])) * len(b)
+            else:  # the ragged last batch: the heads' mean losses, summed
+                step = sum(loss_fn(heads(x[i], k), y[i]) for k, (x, y, i) in enumerate(zip(xs, ys, b)))
+            update(losses.add(step), opt)
+        losses.mean()
+    return [heads.head(k) for k in range(len(folds))]
 
 
 @torch.no_grad()
@@ -76,11 +146,11 @@ def out_of_fold_probs(feats: torch.Tensor, labels: np.ndarray, num_classes: int,
     y = torch.as_tensor(labels).to(feats.device)
     folds = max(2, min(folds, int(np.bincount(labels).max())))
     probs = np.zeros((len(labels), num_classes))
-    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (train_idx, held) in enumerate(split.split(np.zeros(len(labels)), labels)):
-        with torch.enable_grad():
-            head = fit_probe(feats, y, train_idx, num_classes, epochs=epochs, optim=optim, batch_size=batch_size,
-                             seed=seed, salt=k, salt_base=salt_base, loss=loss)
+    split = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
+    with torch.enable_grad():
+        heads = fit_probes(feats, y, [train for train, _ in split], num_classes, epochs=epochs, optim=optim,
+                           batch_size=batch_size, seed=seed, salt_base=salt_base, loss=loss)
+    for head, (_, held) in zip(heads, split):
         head.eval()
         probs[held] = head(feats[torch.as_tensor(held).to(feats.device)]).float().softmax(1).cpu().numpy()
     return probs
