@@ -113,20 +113,19 @@ def fit_probes(feats: torch.Tensor, labels: torch.Tensor, folds: list[np.ndarray
     heads = StackedHeads([_fresh_head(feats.shape[1], num_classes, seed, salt_base, k) for k in range(len(folds))]).to(dev)
     opt = optim.build(heads.parameters())
     idx = [torch.as_tensor(np.asarray(f, dtype=np.int64)).to(dev) for f in folds]
-    xs, ys = [feats[i] for i in idx], [labels[i] for i in idx]
     loss_fn = create_loss(loss, num_classes=num_classes).to(dev)
     heads.train()
-    for epoch in range(1, epochs + 1):
-        orders = [torch.randperm(n, generator=generator(seed, salt_base + 1, k, epoch)).to(dev, non_blocking=True)
-                  for k, n in enumerate(sizes)]
+    for epoch in range(1, epochs + 1):  # each fold's shuffle as fit_probe's, as rows of feats (no per-fold copy)
+        orders = [i[torch.randperm(len(i), generator=generator(seed, salt_base + 1, k, epoch)).to(dev, non_blocking=True)]
+                  for k, i in enumerate(idx)]
         losses = StepLosses("linear probing", epoch)
         for start in range(0, max(sizes), batch_size):
             b = [o[start: start + batch_size] for o in orders]
-            if len({len(x) for x in b}) == 1:  # every head's batch the same size: one matmul, one loss call
-                logits = heads(torch.stack([x[i] for x, i in zip(xs, b)]))
-                step = loss_fn(logits.flatten(0, 1), torch.cat([y[i] for y, i in zip(ys, b)])) * len(b)
+            if len({len(rows) for rows in b}) == 1:  # every head's batch the same size: one matmul, one loss call
+                rows = torch.stack(b)
+                step = loss_fn(heads(feats[rows]).flatten(0, 1), labels[rows.flatten()]) * len(b)
             else:  # the ragged last batch: the heads' mean losses, summed
-                step = sum(loss_fn(heads(x[i], k), y[i]) for k, (x, y, i) in enumerate(zip(xs, ys, b)))
+                step = sum(loss_fn(heads(feats[rows], k), labels[rows]) for k, rows in enumerate(b))
             update(losses.add(step), opt)
         losses.mean()
     return [heads.head(k) for k in range(len(folds))]
