@@ -32,13 +32,15 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.gpu_grid import Scheduler, one_cell_grid, tee_log, usable_cores  # noqa: E402
 from noisyft.bench.grid import BenchSpec, cell_dir, cell_finished  # noqa: E402
-from noisyft.bench.results import aggregate, cell_row, results_markdown  # noqa: E402
+from noisyft.bench.results import cell_row, results_markdown, tabulate  # noqa: E402
 
 
-def cells_to_run(spec: BenchSpec, have: dict, methods: list[str], rerun: list[str]) -> list:
-    """The cells of ``methods`` that ``have`` lacks (all of a ``rerun`` method's), in ``methods`` order, seed-major."""
+def cells_to_run(spec: BenchSpec, have: dict, methods: list[str], rerun: list[str], out: Path) -> list:
+    """The cells of ``methods`` that ``have`` lacks (all of a ``rerun`` method's) and ``out`` has not finished (an
+    earlier call on the same machine), in ``methods`` order, seed-major."""
     done = {r["cell"] for r in have.get("cells", []) if r.get("status") == "done"}
-    todo = [c for c in spec.cells() if c.method in methods and (c.method in rerun or c.name not in done)]
+    todo = [c for c in spec.cells() if c.method in methods and (c.method in rerun or c.name not in done)
+            and not cell_finished(cell_dir(out, c))]
     return sorted(todo, key=lambda c: (methods.index(c.method), c.seed, spec.noises.index(c.noise)))
 
 
@@ -50,8 +52,7 @@ def merged_results(spec: BenchSpec, have: dict, out: Path, rerun: list[str]) -> 
         new = cell_row(c, out)
         keep_old = new["status"] != "done" and c.method not in rerun and old.get(c.name, {}).get("status") == "done"
         rows.append(old[c.name] if keep_old else new)
-    return {"spec": spec.to_dict(), "cells": rows, "table": aggregate(rows),
-            "counts": {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "running", "pending")}}
+    return tabulate(spec, rows)
 
 
 def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path, log, extra: list[str] = ()) -> list[dict]:
@@ -105,7 +106,7 @@ def main() -> None:
     keep.mkdir(parents=True, exist_ok=True)
     log = tee_log(keep / "cells.log")
     procs = a.procs or max(1, min(8, usable_cores() // 2))
-    todo = cells_to_run(spec, have, a.methods, a.rerun)
+    todo = cells_to_run(spec, have, a.methods, a.rerun, out)
     log(f"{len(todo)} cells to run, {procs} at a time, {usable_cores()} usable cores ({os.cpu_count()} reported)")
     tmp = Path("/tmp/gpu-fill")
     tmp.mkdir(parents=True, exist_ok=True)

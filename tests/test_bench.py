@@ -320,7 +320,7 @@ def test_gpu_fill_runs_only_missing_or_rerun_cells_and_keeps_committed_rows(tmp_
     done = {c.name for c in spec.cells() if c.seed == 0}
     have = {"cells": [{"cell": c.name, **dataclasses.asdict(c), "status": "done", "test_acc": 0.5}
                       for c in spec.cells() if c.name in done]}
-    todo = cells_to_run(spec, have, ["consensus", "turn"], rerun=["consensus"])
+    todo = cells_to_run(spec, have, ["consensus", "turn"], rerun=["consensus"], out=tmp_path)
     assert [(c.method, c.seed, c.noise) for c in todo] == [
         ("consensus", 0, "sym:0.2"), ("consensus", 0, "sym:0.6"), ("consensus", 1, "sym:0.2"),
         ("consensus", 1, "sym:0.6"), ("turn", 1, "sym:0.2"), ("turn", 1, "sym:0.6")]
@@ -337,3 +337,5 @@ def test_gpu_fill_runs_only_missing_or_rerun_cells_and_keeps_committed_rows(tmp_
     (d / "state.json").write_text(json.dumps({"finished": ["done"]}))
     rows = {r["cell"]: r for r in merged_results(spec, have, tmp_path, rerun=["consensus"])["cells"]}
     assert (rows[ran.name]["status"], rows[ran.name]["test_acc"]) == ("done", 0.71)
+    # a second call on the same machine does not start the finished cell again
+    assert cells_to_run(spec, have, ["consensus", "turn"], rerun=["consensus"], out=tmp_path) == todo[1:]

@@ -138,7 +138,11 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 def collect(spec: BenchSpec, bench_dir: str | Path) -> dict:
     """Every cell's row, the means over seeds, and the grid they came from."""
-    rows = [cell_row(c, Path(bench_dir)) for c in spec.cells()]
+    return tabulate(spec, [cell_row(c, Path(bench_dir)) for c in spec.cells()])
+
+
+def tabulate(spec: BenchSpec, rows: list[dict]) -> dict:
+    """The results of ``rows`` (one per cell of ``spec``, from :func:`cell_row` or an earlier results file)."""
     return {"spec": spec.to_dict(), "cells": rows, "table": aggregate(rows),
             "counts": {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "running", "pending")}}
 

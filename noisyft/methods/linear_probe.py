@@ -66,9 +66,6 @@ def fit_probe(feats: torch.Tensor, labels: torch.Tensor, indices: np.ndarray, nu
     return head
 
 
-STATELESS_LOSSES = ("ce", "gce", "sce")  # a batch's loss depends on that batch alone: probes can share a step
-
-
 class StackedHeads(nn.Module):
     """K linear heads as one (K, D, C) weight, so one batched matmul and one optimiser step train all K.
 
@@ -102,18 +99,19 @@ def fit_probes(feats: torch.Tensor, labels: torch.Tensor, folds: list[np.ndarray
     """:func:`fit_probe` for each of ``folds`` (salt = its position), stepped together when they can be.
 
     Same seeds, shuffles and per-head updates as K separate :func:`fit_probe` calls (equal up to float
-    rounding); run one by one when the loss keeps per-sample state or the folds take different numbers of
+    rounding); run one by one when the loss keeps per-sample state (buffers) or the folds take different numbers of
     steps per epoch (a head without a batch must not step).
     """
     sizes = [len(f) for f in folds]
-    if loss not in STATELESS_LOSSES or len({-(-n // batch_size) for n in sizes}) != 1:
+    loss_fn = create_loss(loss, num_examples=max(sizes), num_classes=num_classes).to(feats.device)
+    stateful = any(True for _ in loss_fn.buffers())  # e.g. ELR's per-sample targets: one head's state each
+    if stateful or len({-(-n // batch_size) for n in sizes}) != 1:
         return [fit_probe(feats, labels, f, num_classes, epochs=epochs, optim=optim, batch_size=batch_size, seed=seed,
                           salt=k, salt_base=salt_base, loss=loss) for k, f in enumerate(folds)]
     dev = feats.device
     heads = StackedHeads([_fresh_head(feats.shape[1], num_classes, seed, salt_base, k) for k in range(len(folds))]).to(dev)
     opt = optim.build(heads.parameters())
     idx = [torch.as_tensor(np.asarray(f, dtype=np.int64)).to(dev) for f in folds]
-    loss_fn = create_loss(loss, num_classes=num_classes).to(dev)
     heads.train()
     for epoch in range(1, epochs + 1):  # each fold's shuffle as fit_probe's, as rows of feats (no per-fold copy)
         orders = [i[torch.randperm(len(i), generator=generator(seed, salt_base + 1, k, epoch)).to(dev, non_blocking=True)]
