@@ -56,12 +56,13 @@ def merged_results(spec: BenchSpec, have: dict, out: Path, rerun: list[str]) -> 
 
 
 def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path, log, extra: list[str] = ()) -> list[dict]:
-    """``noisyft fit`` of each method of ``pair`` in turn, alone, repeated while a whole round fits before ``until``
-    (``extra`` arguments come last, so they override the grid's: ``--image-size 224`` times a larger input)."""
+    """``noisyft fit`` of each method of ``pair`` in turn, alone, repeated while a whole round fits before ``until``,
+    the order reversed every other round (so neither method always runs first on a warm machine); ``extra``
+    arguments come last, so they override the grid's: ``--image-size 224`` times a larger input."""
     rounds, took = [], 0.0
     while time.time() + took < until:
         t0, rnd = time.time(), {}
-        for m in pair:
+        for m in (pair if len(rounds) % 2 == 0 else pair[::-1]):
             run = root / f"r{len(rounds)}-{m}"
             shutil.rmtree(run, ignore_errors=True)
             cmd = [sys.executable, "-m", "noisyft.cli", "fit", "--data", base["data"][0], "--noise", noise,

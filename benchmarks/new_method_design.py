@@ -13,6 +13,9 @@ Two parts, each printing a table and writing JSON under ``benchmarks/results/``:
             detector's prediction, the Bayes label posterior with and without calibration) and the
             is_label_issue F1 of each rule. No test accuracy is computed.
 
+``start``   fine-tuning's epoch-0 candidate under each ``head_targets`` rule (cached features, seconds per cell):
+            each head's noisy-validation accuracy and its accuracy against the training images' true labels.
+
 ``fft``     full runs through ``api.fit`` for a list of methods/variants × noise settings (the GPU
             comparison): val-selected test accuracy, best/last, wall time, AUROC, issue F1.
 
@@ -81,7 +84,7 @@ def detect_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
     from noisyft.engine import head_logits
     from noisyft.losses import per_sample_ce
     from noisyft.methods import consensus_detect as cd
-    from noisyft.methods.consensus import refurbish_head
+    from noisyft.methods.consensus import refurbish_head, refurbished_targets
     from noisyft.methods.linear_probe import linear_probe
     from noisyft.selection import fit_per_class_gmm
 
@@ -129,8 +132,8 @@ def detect_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
         s = cd.ensemble_score([det.scores[p] for p in parts], "mean")
         w = cd.clean_posterior(s, labels, C)
         p = np.mean([det.probs[q] for q in parts], axis=0)
-        head = refurbish_head(feats, labels, w, p, C, epochs=c.epochs_lp, optim=ctx.lp_optim, batch_size=c.batch_size,
-                              seed=seed, init=unicon_head)
+        head = refurbish_head(feats, labels, refurbished_targets(labels, w, p, C), epochs=c.epochs_lp, optim=ctx.lp_optim,
+                              batch_size=c.batch_size, seed=seed, init=unicon_head)
         row[f"val_refurb_{name}"] = acc(head)
     return row
 
@@ -181,6 +184,42 @@ def run_targets(args) -> None:
         for noise in args.noises:
             extra = _extras(args.extra)
             rows.append({"extra": extra, **targets_cell(noise, seed, args.data, GRID, extra)})
+            print(rows[-1], flush=True)
+            (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
+    print(md_table(rows, list(rows[0])))
+
+
+def start_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
+    """Fine-tuning's epoch-0 candidate (the pretrained backbone with a head on the cached features) under each
+    ``head_targets`` rule, beside UNICON-LP's averaged head it starts from: each head's accuracy on the noisy
+    validation split and, on the training images, against their true labels; its targets' arg-max accuracy."""
+    from noisyft.engine import head_logits
+    from noisyft.methods.consensus import ConsensusSettings, refurbish_head, run_detector, start_targets
+
+    ctx = make_ctx(data=data, noise=noise, seed=seed, method="consensus", **grid)
+    feats, y, true, c = ctx.feature_tensor("train"), ctx.train.labels, ctx.train.true_labels, ctx.cfg
+    score, w, probs, unicon = run_detector(ctx, ConsensusSettings())
+    val_f, val_y = ctx.feature_tensor("val"), ctx.val.labels
+    row = {"noise": noise, "seed": seed, "realised": float((y != true).mean())}
+
+    def score_head(name: str, head) -> None:
+        row[f"val_{name}"] = float((head_logits(head, val_f, ctx.device).argmax(1).numpy() == val_y).mean())
+        row[f"train_true_{name}"] = float((head_logits(head, feats, ctx.device).argmax(1).numpy() == true).mean())
+
+    score_head("unicon", unicon)
+    for rule in ("soft", "posterior"):
+        t = start_targets(y, w, probs, ConsensusSettings(head_targets=rule))
+        row[f"targets_true_{rule}"] = float((t.argmax(1).numpy() == true).mean())
+        score_head(rule, refurbish_head(feats, y, t, epochs=c.epochs_lp, optim=ctx.lp_optim, batch_size=c.batch_size,
+                                        seed=seed, init=unicon))
+    return row
+
+
+def run_start(args) -> None:
+    rows = []
+    for seed in args.seeds:
+        for noise in args.noises:
+            rows.append(start_cell(noise, seed, args.data, GRID))
             print(rows[-1], flush=True)
             (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
     print(md_table(rows, list(rows[0])))
@@ -241,6 +280,11 @@ def main() -> None:
     t.add_argument("--image-size", type=int, default=GRID["image_size"])
     t.add_argument("--extra", nargs="*", default=[],
                    help="the detector's settings KEY=VALUE (ConsensusSettings), e.g. components=cotrain")
+    st = sub.add_parser("start")
+    st.add_argument("--noises", nargs="+", default=NOISES)
+    st.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    st.add_argument("--data", default=DATA)
+    st.add_argument("--name", default="new_method_start")
     f = sub.add_parser("fft")
     f.add_argument("--noises", nargs="+", default=NOISES)
     f.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -260,6 +304,8 @@ def main() -> None:
     elif args.cmd == "targets":
         GRID.update(image_size=args.image_size)
         run_targets(args)
+    elif args.cmd == "start":
+        run_start(args)
     else:
         run_detect(args)
 

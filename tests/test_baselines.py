@@ -192,6 +192,24 @@ def test_feature_views_augment_but_keep_the_mean():
     assert torch.allclose(strong.mean(0), feats.mean(0), atol=0.15)  # inverted dropout + zero-mean noise
 
 
+def test_feature_views_drawn_at_once_have_each_kinds_strength():
+    """The accelerator path (one draw for every view of a batch): each view keeps its kind's noise and dropout."""
+    feats = torch.randn(4000, 16) + 3.0
+    views = FeatureViews(feats, weak=(0.5, 0.0), strong=(0.0, 0.3))
+    weak1, strong, weak2 = views.augment_views(feats, ("weak", "strong", "weak"), torch.Generator().manual_seed(1),
+                                               one_draw=True)
+    assert not torch.equal(weak1, weak2)  # independent draws per view
+    z = (weak1 - feats) / views.std
+    assert abs(float(z.std()) - 0.5) < 0.02 and (weak1 != 0).all()  # noise only
+    dropped = float((strong == 0).float().mean())
+    assert abs(dropped - 0.3) < 0.02  # dropout only, no noise: survivors are scaled copies
+    assert torch.allclose(strong[strong != 0], (feats / 0.7)[strong != 0])
+    # the CPU default is one draw per view, exactly augment's (CPU runs keep their numbers)
+    a = views.augment_views(feats[:50], ("weak", "strong"), torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    assert all(torch.equal(v, views.augment(feats[:50], k, g)) for v, k in zip(a, ("weak", "strong")))
+
+
 def test_average_head_predicts_like_the_summed_logit_ensemble():
     torch.manual_seed(0)
     a, b, z = nn.Linear(5, 4), nn.Linear(5, 4), torch.randn(50, 5)

@@ -339,3 +339,29 @@ def test_gpu_fill_runs_only_missing_or_rerun_cells_and_keeps_committed_rows(tmp_
     assert (rows[ran.name]["status"], rows[ran.name]["test_acc"]) == ("done", 0.71)
     # a second call on the same machine does not start the finished cell again
     assert cells_to_run(spec, have, ["consensus", "turn"], rerun=["consensus"], out=tmp_path) == todo[1:]
+
+
+def test_gpu_fill_timing_pair_alternates_which_method_runs_first(tmp_path, monkeypatch):
+    """benchmarks/gpu_fill.py's timing rounds: a, b, then b, a (neither always starts a warm machine's round)."""
+    import subprocess as sp
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from benchmarks import gpu_fill
+
+    ran = []
+
+    def fake_run(cmd, **kw):
+        ran.append(cmd[cmd.index("--method") + 1])
+        out = tmp_path / Path(cmd[cmd.index("--out") + 1]).name
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text(json.dumps({"timings": {"total": 1.0}}))
+        return SimpleNamespace(returncode=0, stderr="")
+
+    monkeypatch.setattr(sp, "run", fake_run)
+    clock = iter(range(0, 1000, 1))
+    monkeypatch.setattr(gpu_fill.time, "time", lambda: float(next(clock)))
+    base = {"data": ["d.zip"], "image_size": 96, "val_fraction": 0.1}
+    rounds = gpu_fill.time_pair(base, "sym:0.2", ["ce-fft", "consensus"], 9.5, tmp_path, lambda _: None)
+    assert ran[:4] == ["ce-fft", "consensus", "consensus", "ce-fft"] and len(rounds) >= 2
+    assert all(set(r) == {"ce-fft", "consensus"} for r in rounds)

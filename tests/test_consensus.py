@@ -91,6 +91,27 @@ def test_rank_ensemble_is_scale_free_and_refurbished_targets_mix():
     assert torch.allclose(t, torch.tensor([[1.0, 0.0], [0.9, 0.1]]))
 
 
+def test_start_head_targets_follow_the_rule():
+    """head_targets=soft: the refurbished labels; posterior: the sharpened label posterior, which keeps a doubted
+    label where the noise process says labels are rarely wrong (fine-tuning's own targets)."""
+    from noisyft.methods.consensus import start_targets
+    from noisyft.methods.mixmatch import sharpen
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    probs = np.full((300, 3), 0.05)
+    probs[np.arange(300), labels] = 0.9  # a detector that agrees with almost every label ...
+    probs[0] = [0.3, 0.3, 0.4] if labels[0] != 2 else [0.4, 0.3, 0.3]  # ... and mildly doubts sample 0's
+    w = np.full(300, 0.9)
+    w[0] = 0.1  # the GMM distrusts sample 0
+    soft = start_targets(labels, w, probs, ConsensusSettings(head_targets="soft"))
+    assert torch.allclose(soft, refurbished_targets(labels, w, probs, 3, T=0.5))
+    post = start_targets(labels, w, probs, ConsensusSettings(head_targets="posterior"))
+    calibrated, T = cd.noise_model(probs, labels)
+    assert torch.allclose(post, sharpen(torch.as_tensor(cd.label_posterior(calibrated, labels, T)), 0.5))
+    assert post[0].argmax() == labels[0] and soft[0].argmax() != labels[0]  # low noise: the label outweighs the doubt
+
+
 def test_settings_are_typed_and_checked_through_fit_validation():
     from noisyft.config import FitConfig
     from noisyft.methods.settings import resolve_settings, validate_config

@@ -159,6 +159,23 @@ class FeatureViews:
         keep = (torch.rand(x.shape, generator=g, device=x.device) >= drop).to(x.dtype) / (1.0 - drop)
         return (x + noise * self.std * eps) * keep
 
+    def augment_views(self, x: torch.Tensor, kinds: Sequence[str], gen: torch.Generator,
+                      one_draw: Optional[bool] = None) -> list[torch.Tensor]:
+        """One view of ``x`` per kind. On an accelerator (``one_draw``) every view's noise and dropout come from
+        one draw of a generator seeded by ``gen`` (two random kernels a batch instead of two a view: the heads
+        are tiny, so a step's time is its kernel launches); on the CPU each view is :meth:`augment`'s own, so
+        CPU runs keep their numbers."""
+        if not (x.device.type != "cpu" if one_draw is None else one_draw):
+            return [self.augment(x, k, gen) for k in kinds]
+        g = torch.Generator(device=x.device)
+        g.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))
+        noise, drop = (torch.tensor([self.settings[k][i] for k in kinds], dtype=x.dtype, device=x.device)
+                       .repeat_interleave(len(x)).unsqueeze(1) for i in (0, 1))
+        xs = x.repeat(len(kinds), 1)
+        eps = torch.randn(xs.shape, generator=g, device=x.device)
+        keep = (torch.rand(xs.shape, generator=g, device=x.device) >= drop).to(x.dtype) / (1.0 - drop)
+        return list(((xs + noise * self.std * eps) * keep).split(len(x)))
+
     def batches(self, indices: np.ndarray, batch_size: int, gen: torch.Generator,
                 kinds: Sequence[str]) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
         """Shuffled batches of ``indices``: (dataset indices, one augmented tensor per kind)."""
@@ -167,7 +184,7 @@ class FeatureViews:
         for start in range(0, len(order), batch_size):
             b = order[start: start + batch_size]
             x = self.feats[b.to(self.feats.device, non_blocking=True)]
-            yield b, [self.augment(x, k, gen) for k in kinds]
+            yield b, self.augment_views(x, kinds, gen)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return x
