@@ -145,6 +145,7 @@ class FeatureViews:
         self.feats = feats
         self.std = feats.std(0, keepdim=True) if len(feats) > 1 else torch.ones_like(feats[:1])
         self.settings = {"weak": weak, "strong": strong}
+        self._cache: dict = {}
 
     def augment(self, x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
         """One view of ``x``. On an accelerator the noise is drawn there, from a generator seeded by ``gen``
@@ -169,12 +170,20 @@ class FeatureViews:
             return [self.augment(x, k, gen) for k in kinds]
         g = torch.Generator(device=x.device)
         g.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))
-        noise, drop = (torch.tensor([self.settings[k][i] for k in kinds], dtype=x.dtype, device=x.device)
-                       .repeat_interleave(len(x)).unsqueeze(1) for i in (0, 1))
+        noise, drop = (v.repeat_interleave(len(x)).unsqueeze(1) for v in self._strengths(tuple(kinds), x))
         xs = x.repeat(len(kinds), 1)
         eps = torch.randn(xs.shape, generator=g, device=x.device)
         keep = (torch.rand(xs.shape, generator=g, device=x.device) >= drop).to(x.dtype) / (1.0 - drop)
         return list(((xs + noise * self.std * eps) * keep).split(len(x)))
+
+    def _strengths(self, kinds: tuple, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noise, dropout) per kind as tensors on ``x``'s device, made once per kinds: copying a new host tensor
+        to the device every batch would make the host wait for the device each time."""
+        key = (kinds, x.device, x.dtype)
+        if key not in self._cache:
+            self._cache[key] = tuple(torch.tensor([self.settings[k][i] for k in kinds], dtype=x.dtype).to(x.device)
+                                     for i in (0, 1))
+        return self._cache[key]
 
     def batches(self, indices: np.ndarray, batch_size: int, gen: torch.Generator,
                 kinds: Sequence[str]) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:

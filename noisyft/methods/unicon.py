@@ -133,7 +133,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.05) -> to
     sim = z @ z.T / temperature
     n = len(z1)
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    pos = (torch.arange(2 * n, device=z.device) + n) % (2 * n)  # made on the device: a host copy would wait for it
     return F.cross_entropy(sim, pos)
 
 
