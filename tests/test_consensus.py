@@ -311,3 +311,16 @@ def test_head_init_changes_only_where_fine_tuning_starts(tmp_path):
     assert f0["epoch"] == r0["epoch"] == 0 and f0["val_acc"] == r0["val_acc"] and f0["test_acc"] == r0["test_acc"]
     assert f1["train_loss"] != pytest.approx(r1["train_loss"], rel=1e-3)
     assert ConsensusSettings().head_init == "fresh"
+
+
+def test_cotrain_epochs_sets_the_co_trained_heads_epochs_only(tmp_path):
+    """cotrain_epochs runs UNICON-LP's heads for that many epochs (warm-up included); the out-of-fold probes and the
+    refurbished head keep --epochs-lp."""
+    from tests.conftest import write_splits
+
+    root = write_splits(tmp_path / "imgs", 20, 5)
+    res = api.fit(data=str(root), noise="symflip:0.3", method="consensus-detect", out=str(tmp_path / "det"), seed=1,
+                  extra={"cotrain_epochs": 7}, **{**TINY, "epochs_lp": 9})
+    lp = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lp if m["phase"] == "lp"] == [1, 2, 3, 4, 5, 6, 7, 10]  # 10: the refurbished head
+    assert lp[-1]["stage"] == "refurbished head"

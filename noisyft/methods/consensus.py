@@ -46,6 +46,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -91,6 +92,8 @@ class ConsensusSettings(MethodSettings):
     components: str = option("oof,cotrain", "components whose class distributions are averaged into the prediction p: "
                              "oof (out-of-fold probes), knn (neighbour agreement), cotrain (UNICON-LP heads)")
     score_components: str = option("cotrain", "components whose scores make the consensus score (the ranking and w)")
+    cotrain_epochs: Optional[int] = option(None, "epochs of the co-trained UNICON-LP heads, warm-up included (null: the "
+                                           "run's --epochs-lp)", range=Range(1, None))
     folds: int = option(5, "folds of the out-of-fold probes", range=Range(2, None))
     oof_loss: str = option("gce", "loss of the out-of-fold probes", choices=("ce", "gce", "sce", "elr"))
     knn_k: int = option(20, "neighbours of the kNN agreement (cosine, self excluded)", range=Range(1, None))
@@ -329,7 +332,7 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> tuple[np.ndarray, np.nda
                         optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed, k=s.knn_k,
                         knn_temperature=s.knn_temperature, oof_loss=s.oof_loss)
     if "cotrain" in used:  # UNICON-LP logs its own lp epochs and times them
-        score, probs, head = cd.cotrain_scores(ctx)
+        score, probs, head = cd.cotrain_scores(ctx, s.cotrain_epochs)
         det.scores["cotrain"], det.probs["cotrain"] = score, probs
     with ctx.run.phase("selection"):
         score = cd.ensemble_score([det.scores[c] for c in s.score_component_list], s.combine)

@@ -110,10 +110,11 @@ def given_prob(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.asarray(probs)[np.arange(len(labels)), labels]
 
 
-def cotrain_scores(ctx) -> tuple[np.ndarray, np.ndarray, nn.Linear]:
+def cotrain_scores(ctx, epochs: int | None = None) -> tuple[np.ndarray, np.ndarray, nn.Linear]:
     """UNICON-LP on the cached features: (1 − JSD score, averaged heads' class distribution, averaged head).
 
-    Logs its epochs as the run's ``lp`` phase (test/val accuracy of the averaged head).
+    ``epochs``: its epochs, warm-up included (None: the run's ``epochs_lp``). Logs its epochs as the run's
+    ``lp`` phase (test/val accuracy of the averaged head).
     """
     import dataclasses
 
@@ -121,7 +122,8 @@ def cotrain_scores(ctx) -> tuple[np.ndarray, np.ndarray, nn.Linear]:
     from noisyft.methods.settings import resolve_settings
 
     # UNICON-LP with its own default settings, sharing the run's cached features and checkpoints
-    unicon = dataclasses.replace(ctx, _settings=resolve_settings(dataclasses.replace(ctx.cfg, extra={}), ctx.train.classes, method="unicon-lp"))
+    cfg = dataclasses.replace(ctx.cfg, extra={}, epochs_lp=ctx.cfg.epochs_lp if epochs is None else epochs)
+    unicon = dataclasses.replace(ctx, cfg=cfg, _settings=resolve_settings(cfg, ctx.train.classes, method="unicon-lp"))
     out = METHODS.get("unicon-lp")(unicon)
     head = out.model.head
     return np.asarray(out.clean_prob, dtype=np.float64), out.train_logits.softmax(1).double().numpy(), head
