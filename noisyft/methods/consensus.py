@@ -280,11 +280,13 @@ def refurbished_targets(labels: np.ndarray, w: np.ndarray, probs: np.ndarray, nu
     return wt * onehot + (1 - wt) * sharpen(torch.as_tensor(probs, dtype=torch.float32), T)
 
 
-def start_targets(labels: np.ndarray, w: np.ndarray, probs: np.ndarray, s: ConsensusSettings) -> torch.Tensor:
+def start_targets(labels: np.ndarray, w: np.ndarray, probs: np.ndarray, s: ConsensusSettings,
+                  noise: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
     """The step-2 head's targets (N, C) under ``s.head_targets``: the refurbished labels (soft) or the sharpened label
-    posterior of the prediction calibrated to the noise process estimated from it (posterior)."""
+    posterior of the prediction calibrated to the noise process estimated from it (posterior; ``noise``: that
+    :func:`~noisyft.methods.consensus_detect.noise_model` already computed)."""
     if s.head_targets == "posterior":
-        calibrated, T = cd.noise_model(probs, labels)
+        calibrated, T = noise if noise is not None else cd.noise_model(probs, labels)
         return sharpen(torch.as_tensor(cd.label_posterior(calibrated, labels, T)), s.sharpen_T)
     return refurbished_targets(labels, w, probs, probs.shape[1], s.sharpen_T)
 
@@ -399,9 +401,11 @@ def consensus(ctx: Context) -> MethodOutput:
     start = ctx.resume(TAG, **states)
     if start == 0:
         score, w, probs, head = run_detector(ctx, s)
+        # deterministic numpy: every rank computes the same from the same detector
+        noise = cd.noise_model(probs, labels) if "posterior" in (s.relabel, s.head_targets) else None
         with ctx.run.phase("lp"):
-            head = refurbish_head(ctx.feature_tensor("train"), labels, start_targets(labels, w, probs, s), epochs=cfg.epochs_lp,
-                                  optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed, init=head)
+            head = refurbish_head(ctx.feature_tensor("train"), labels, start_targets(labels, w, probs, s, noise),
+                                  epochs=cfg.epochs_lp, optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed, init=head)
         # fine-tuning's epoch 0: the pretrained backbone with the refurbished head (a candidate for delivery)
         rec = ctx.log_epoch("fft", 0, head=head, stage="start: pretrained backbone + refurbished head")
         fresh = copy.deepcopy(model.head.state_dict()) if s.head_init == "fresh" else None
@@ -412,8 +416,8 @@ def consensus(ctx: Context) -> MethodOutput:
         opt = ctx.fft_optim.build(model.parameters())
         states["opt"] = opt
         transition = None
-        if s.relabel == "posterior":  # deterministic numpy: every rank computes the same from the same detector
-            probs, transition = cd.noise_model(probs, labels)
+        if s.relabel == "posterior":
+            probs, transition = noise
         flags = cd.issue_flags(probs, labels) if s.relabel == "flagged" else None
         targets = RefurbishedTargets(labels, score, probs, w, s, flags=flags, q=cfg.gce_q, transition=transition).to(ctx.device)
         states["targets"] = targets
