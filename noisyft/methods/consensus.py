@@ -354,10 +354,17 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> tuple[np.ndarray, np.nda
 
 
 
-def detector_issues(probs: np.ndarray, labels: np.ndarray, s: ConsensusSettings) -> np.ndarray:
-    """is_label_issue from the detector's prediction under the relabel rule (posterior: Bayes' arg-max ≠ label;
-    otherwise cleanlab's find_label_issues)."""
-    return cd.bayes_issues(probs, labels)[1] if s.relabel == "posterior" else cd.issue_flags(probs, labels)
+def noise_model_for(probs: np.ndarray, labels: np.ndarray, s: ConsensusSettings) -> tuple[np.ndarray, np.ndarray] | None:
+    """The detector's noise model (calibrated prediction, T) when a posterior rule needs it, else None: estimated
+    once per run (deterministic numpy: every rank computes the same from the same detector)."""
+    return cd.noise_model(probs, labels) if "posterior" in (s.relabel, s.head_targets) else None
+
+
+def detector_issues(probs: np.ndarray, labels: np.ndarray, s: ConsensusSettings,
+                    noise: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """is_label_issue from the detector's prediction under the relabel rule (posterior: Bayes' arg-max ≠ label, from
+    ``noise`` when given; otherwise cleanlab's find_label_issues)."""
+    return cd.bayes_issues(probs, labels, noise)[1] if s.relabel == "posterior" else cd.issue_flags(probs, labels)
 
 
 CONSENSUS_LABEL_QUALITY = ("label_quality: the consensus score, the UNICON-LP heads' 1 − JSD between their prediction "
@@ -372,16 +379,17 @@ CONSENSUS_LABEL_QUALITY = ("label_quality: the consensus score, the UNICON-LP he
 @label_quality_doc(CONSENSUS_LABEL_QUALITY)
 def consensus_detect(ctx: Context) -> MethodOutput:
     """Cached-feature detector: UNICON-LP heads rank (1 − JSD), GCE out-of-fold probes + heads predict; a refurbished-label head."""
-    s = ctx.settings
+    s, labels = ctx.settings, ctx.train.labels
     score, w, probs, head = run_detector(ctx, s)
+    noise = noise_model_for(probs, labels, s)
     with ctx.run.phase("lp"):
-        head = refurbish_head(ctx.feature_tensor("train"), ctx.train.labels, start_targets(ctx.train.labels, w, probs, s),
+        head = refurbish_head(ctx.feature_tensor("train"), labels, start_targets(labels, w, probs, s, noise),
                               epochs=ctx.cfg.epochs_lp, optim=ctx.lp_optim, batch_size=ctx.cfg.batch_size, seed=ctx.cfg.seed,
                               init=head)
     ctx.log_epoch("lp", ctx.cfg.epochs_lp + 1, head=head, stage="refurbished head")
     logits = head_logits(head, ctx.features("train"), ctx.device)
     return MethodOutput(model=ctx.classifier(head), train_logits=logits, clean_prob=score,
-                        is_issue=detector_issues(probs, ctx.train.labels, s), pred_probs=probs)
+                        is_issue=detector_issues(probs, labels, s, noise), pred_probs=probs)
 
 
 @METHODS.register("consensus", settings=ConsensusSettings)
@@ -401,8 +409,7 @@ def consensus(ctx: Context) -> MethodOutput:
     start = ctx.resume(TAG, **states)
     if start == 0:
         score, w, probs, head = run_detector(ctx, s)
-        # deterministic numpy: every rank computes the same from the same detector
-        noise = cd.noise_model(probs, labels) if "posterior" in (s.relabel, s.head_targets) else None
+        noise = noise_model_for(probs, labels, s)
         with ctx.run.phase("lp"):
             head = refurbish_head(ctx.feature_tensor("train"), labels, start_targets(labels, w, probs, s, noise),
                                   epochs=cfg.epochs_lp, optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed, init=head)

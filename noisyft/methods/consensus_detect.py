@@ -202,10 +202,12 @@ def noise_model(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
     return calibrate(probs, labels, T), T
 
 
-def bayes_issues(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bayes_issues(probs: np.ndarray, labels: np.ndarray,
+                 noise: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(label posterior, is_label_issue): a label is an issue when another class is more probable given the
-    sample and the estimated noise process (the posterior's arg-max is not the given label)."""
-    calibrated, T = noise_model(probs, labels)
+    sample and the estimated noise process (the posterior's arg-max is not the given label). ``noise``: the
+    :func:`noise_model` of ``probs`` when already computed."""
+    calibrated, T = noise if noise is not None else noise_model(probs, labels)
     post = label_posterior(calibrated, labels, T)
     return post, post.argmax(1) != np.asarray(labels, dtype=np.int64)
 

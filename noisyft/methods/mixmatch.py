@@ -148,42 +148,35 @@ class FeatureViews:
         self._cache: dict = {}
 
     def augment(self, x: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
-        """One view of ``x``. On an accelerator the noise is drawn there, from a generator seeded by ``gen``
-        (reproducible, the same on every rank): drawing it on the host and copying it over took most of a
-        step's time, the heads being tiny. On the CPU the draws are ``gen``'s own."""
+        """One view of CPU features ``x``, drawn from ``gen`` (on an accelerator :meth:`augment_views` draws)."""
         noise, drop = self.settings[kind]
-        g = gen
-        if x.device.type != "cpu":
-            g = torch.Generator(device=x.device)
-            g.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))
-        eps = torch.randn(x.shape, generator=g, device=x.device)
-        keep = (torch.rand(x.shape, generator=g, device=x.device) >= drop).to(x.dtype) / (1.0 - drop)
+        eps = torch.randn(x.shape, generator=gen)
+        keep = (torch.rand(x.shape, generator=gen) >= drop).to(x.dtype) / (1.0 - drop)
         return (x + noise * self.std * eps) * keep
 
     def augment_views(self, x: torch.Tensor, kinds: Sequence[str], gen: torch.Generator,
-                      one_draw: Optional[bool] = None) -> list[torch.Tensor]:
-        """One view of ``x`` per kind. On an accelerator (``one_draw``) every view's noise and dropout come from
-        one draw of a generator seeded by ``gen`` (two random kernels a batch instead of two a view: the heads
-        are tiny, so a step's time is its kernel launches); on the CPU each view is :meth:`augment`'s own, so
-        CPU runs keep their numbers."""
-        if not (x.device.type != "cpu" if one_draw is None else one_draw):
+                      one_draw: bool = False) -> list[torch.Tensor]:
+        """One view of ``x`` per kind. On an accelerator (or with ``one_draw``) every view's noise and dropout
+        come from one draw of a generator there, seeded by ``gen`` (reproducible, the same on every rank; two
+        random kernels a batch instead of two a view: the heads are tiny, so a step's time is its kernel
+        launches); on the CPU each view is :meth:`augment`'s own, so CPU runs keep their numbers."""
+        if x.device.type == "cpu" and not one_draw:
             return [self.augment(x, k, gen) for k in kinds]
         g = torch.Generator(device=x.device)
         g.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))
-        noise, drop = (v.repeat_interleave(len(x)).unsqueeze(1) for v in self._strengths(tuple(kinds), x))
+        noise, drop = (v.repeat_interleave(len(x)).unsqueeze(1) for v in self._strengths(tuple(kinds)))
         xs = x.repeat(len(kinds), 1)
         eps = torch.randn(xs.shape, generator=g, device=x.device)
         keep = (torch.rand(xs.shape, generator=g, device=x.device) >= drop).to(x.dtype) / (1.0 - drop)
         return list(((xs + noise * self.std * eps) * keep).split(len(x)))
 
-    def _strengths(self, kinds: tuple, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(noise, dropout) per kind as tensors on ``x``'s device, made once per kinds: copying a new host tensor
-        to the device every batch would make the host wait for the device each time."""
-        key = (kinds, x.device, x.dtype)
-        if key not in self._cache:
-            self._cache[key] = tuple(torch.tensor([self.settings[k][i] for k in kinds], dtype=x.dtype).to(x.device)
-                                     for i in (0, 1))
-        return self._cache[key]
+    def _strengths(self, kinds: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noise, dropout) per kind on the features' device, made once per kinds: copying a new host tensor to
+        the device every batch would make the host wait for the device each time."""
+        if kinds not in self._cache:
+            self._cache[kinds] = tuple(torch.tensor([self.settings[k][i] for k in kinds], dtype=self.feats.dtype)
+                                       .to(self.feats.device) for i in (0, 1))
+        return self._cache[kinds]
 
     def batches(self, indices: np.ndarray, batch_size: int, gen: torch.Generator,
                 kinds: Sequence[str]) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
