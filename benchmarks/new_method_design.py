@@ -16,6 +16,9 @@ Two parts, each printing a table and writing JSON under ``benchmarks/results/``:
 ``start``   fine-tuning's epoch-0 candidate under each ``head_targets`` rule (cached features, seconds per cell):
             each head's noisy-validation accuracy and its accuracy against the training images' true labels.
 
+``estimate`` (cached features, seconds per cell) the out-of-fold probes' noise estimate that sets the co-trained
+            heads' epochs (``short_cotrain_below``), beside the realised noise.
+
 ``fft``     full runs through ``api.fit`` for a list of methods/variants × noise settings (the GPU
             comparison): val-selected test accuracy, best/last, wall time, AUROC, issue F1.
 
@@ -225,6 +228,33 @@ def run_start(args) -> None:
     print(md_table(rows, list(rows[0])))
 
 
+def estimate_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
+    """The ``short_cotrain_below`` rule's input: the out-of-fold GCE probes' confident-joint noise estimate beside the
+    realised noise, and the co-trained heads' epochs the default rule picks from it (cached features, seconds)."""
+    from noisyft.methods import consensus_detect as cd
+    from noisyft.methods.consensus import ConsensusSettings, cotrain_epochs
+
+    ctx = make_ctx(data=data, noise=noise, seed=seed, method="consensus", **grid)
+    y, s, c = ctx.train.labels, ConsensusSettings(), ctx.cfg
+    det = cd.detect(ctx.feature_tensor("train"), y, ctx.num_classes, components=["oof"], folds=s.folds, epochs=c.epochs_lp,
+                    optim=ctx.lp_optim, batch_size=c.batch_size, seed=seed, k=s.knn_k, knn_temperature=s.knn_temperature,
+                    oof_loss=s.oof_loss)
+    estimate = cd.estimated_noise(det.probs["oof"], y)
+    return {"noise": noise, "seed": seed, "realised": float((y != ctx.train.true_labels).mean()),
+            "estimate_oof": estimate, "cotrain_epochs": cotrain_epochs(s, c.epochs_lp, estimate, len(y))}
+
+
+def run_estimate(args) -> None:
+    grid = {**GRID, "image_size": args.image_size, "max_train": args.max_train, "max_test": args.max_test}
+    rows = []
+    for seed in args.seeds:
+        for noise in args.noises:
+            rows.append(estimate_cell(noise, seed, args.data, grid))
+            print(rows[-1], flush=True)
+            (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
+    print(md_table(rows, list(rows[0])))
+
+
 def _extras(pairs) -> dict:
     """``KEY=VALUE`` strings → settings, each value parsed by :func:`_value`."""
     return {k: _value(v) for k, v in (kv.split("=", 1) for kv in pairs)}
@@ -278,6 +308,7 @@ def main() -> None:
     t.add_argument("--data", default=DATA)
     t.add_argument("--name", default="new_method_targets")
     t.add_argument("--image-size", type=int, default=GRID["image_size"])
+    t.add_argument("--max-train", type=int, default=GRID["max_train"])
     t.add_argument("--extra", nargs="*", default=[],
                    help="the detector's settings KEY=VALUE (ConsensusSettings), e.g. components=cotrain")
     st = sub.add_parser("start")
@@ -285,6 +316,14 @@ def main() -> None:
     st.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     st.add_argument("--data", default=DATA)
     st.add_argument("--name", default="new_method_start")
+    e = sub.add_parser("estimate")
+    e.add_argument("--noises", nargs="+", default=NOISES)
+    e.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    e.add_argument("--data", default=DATA)
+    e.add_argument("--name", default="cotrain_rule_estimates")
+    e.add_argument("--image-size", type=int, default=GRID["image_size"])
+    e.add_argument("--max-train", type=int, default=GRID["max_train"])
+    e.add_argument("--max-test", type=int, default=GRID["max_test"])
     f = sub.add_parser("fft")
     f.add_argument("--noises", nargs="+", default=NOISES)
     f.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -302,10 +341,12 @@ def main() -> None:
         GRID.update(max_train=args.max_train, max_test=args.max_test, image_size=args.image_size)
         run_fft(args)
     elif args.cmd == "targets":
-        GRID.update(image_size=args.image_size)
+        GRID.update(image_size=args.image_size, max_train=args.max_train)
         run_targets(args)
     elif args.cmd == "start":
         run_start(args)
+    elif args.cmd == "estimate":
+        run_estimate(args)
     else:
         run_detect(args)
 

@@ -217,13 +217,15 @@ def test_consensus_ranks_wrong_labels_and_trains_on_everyone(runs):
     full, _ = runs
     d = full.run_dir
     metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
-    assert [m["phase"] for m in metrics] == ["lp"] * 15 + ["fft"] * 3  # fft:0 = the refurbished start
+    sel = [json.loads(line) for line in (d / "selection.jsonl").read_text().splitlines()]
+    mine = [r for r in sel if "auroc_consensus" in r]  # UNICON-LP's own selection steps come first
+    # the co-trained heads' epochs (all 15: too few samples to halve them), then fft:0 (the refurbished start) … fft:2
+    assert mine[0]["cotrain_epochs"] == 15 and 0 <= mine[0]["noise_estimate_oof"] <= 1
+    assert [m["phase"] for m in metrics] == ["lp"] * mine[0]["cotrain_epochs"] + ["fft"] * 3
     n = len(pd.read_csv(d / "labels.csv"))
     assert [m.get("n_train") for m in metrics if m["phase"] == "fft"] == [None, n, n]  # every training sample, none discarded
     det = full.summary["detection"]
     assert det["auroc"] > 0.8 and det["issue_f1"] > 0.5  # random ranking: AUROC ~0.5, F1 ~0.3
-    sel = [json.loads(line) for line in (d / "selection.jsonl").read_text().splitlines()]
-    mine = [r for r in sel if "auroc_consensus" in r]  # UNICON-LP's own selection steps come first
     assert len(mine) == 1 and mine[0]["epoch"] == 0
     assert mine[0]["auroc_consensus"] > 0.8 and mine[0]["precision"] > 0.85  # ~0.7 of the labels are clean
     assert full.summary["fine_tuned"]["best_test_acc"] > 0.6
@@ -324,3 +326,42 @@ def test_cotrain_epochs_sets_the_co_trained_heads_epochs_only(tmp_path):
     lp = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lp if m["phase"] == "lp"] == [1, 2, 3, 4, 5, 6, 7, 10]  # 10: the refurbished head
     assert lp[-1]["stage"] == "refurbished head"
+
+
+@pytest.mark.parametrize("explicit, estimate, below, n, expected", [
+    (7, 0.1, 0.5, 4500, 7),        # an explicit cotrain_epochs always wins
+    (None, None, 0.5, 4500, 20),   # no out-of-fold probes: no estimate, full epochs
+    (None, 0.3, 0.5, 4500, 10),    # low estimated noise: half
+    (None, 0.3, 0.5, 1499, 20),    # too few samples for the halved schedule (default minimum 1,500)
+    (None, 0.5, 0.5, 4500, 20),    # at the threshold: full
+    (None, 0.8, 0.5, 4500, 20),
+    (None, 0.3, 0.0, 4500, 20),    # 0 turns the rule off
+])
+def test_cotrain_epochs_rule(explicit, estimate, below, n, expected):
+    from noisyft.methods.consensus import cotrain_epochs
+
+    s = ConsensusSettings(cotrain_epochs=explicit, short_cotrain_below=below)
+    assert cotrain_epochs(s, 20, estimate, n) == expected
+    assert cotrain_epochs(ConsensusSettings(short_cotrain_below=0.9), 9, 0.1, 1500) == 5  # half, rounded up
+
+
+@pytest.mark.parametrize("flip", [0.1, 0.4])
+def test_estimated_noise_tracks_the_flipped_share(flip):
+    """Out-of-fold probes on separable clusters: the confident joint's noise estimate is near the flipped share."""
+    feats, given, true = _blobs(n_per_class=100, flip=flip)
+    probs = cd.oof_probs(feats, given, 3, folds=5, epochs=30, optim=OptimConfig("adamw", 1e-2, 1e-5), seed=0)
+    assert cd.estimated_noise(probs, given) == pytest.approx((given != true).mean(), abs=0.07)
+
+
+def test_low_noise_estimate_halves_the_co_trained_heads_epochs(tmp_path):
+    """With cotrain_epochs null the run logs the probes' estimate and the epochs the rule chose, and UNICON-LP's heads
+    train that many (short_cotrain_below=1 and no minimum size: always half of --epochs-lp 9, rounded up)."""
+    from tests.conftest import write_splits
+
+    root = write_splits(tmp_path / "imgs", 20, 5)
+    res = api.fit(data=str(root), noise="symflip:0.3", method="consensus-detect", out=str(tmp_path / "det"), seed=1,
+                  extra={"short_cotrain_below": 1.0, "short_cotrain_min_samples": 0}, **{**TINY, "epochs_lp": 9})
+    read = lambda name: [json.loads(x) for x in (res.run_dir / name).read_text().splitlines()]  # noqa: E731
+    sel = [m for m in read("selection.jsonl") if "cotrain_epochs" in m]
+    assert len(sel) == 1 and sel[0]["cotrain_epochs"] == 5 and 0 <= sel[0]["noise_estimate_oof"] <= 1
+    assert [m["epoch"] for m in read("metrics.jsonl") if m["phase"] == "lp"] == [1, 2, 3, 4, 5, 10]

@@ -12,7 +12,9 @@ Algorithm (settings: :class:`ConsensusSettings`, read from ``extra``):
    no model memorised. The consensus score is the mean of the ``score_components``' scores (default
    UNICON-LP's 1 − JSD alone: measured the best ranking at 4 of 5 noise settings; adding the probes
    lowered it at asym/inst-0.4). A per-class two-component GMM on it gives each sample's clean weight w_i; the mean of the
-   components' class distributions is the detector's prediction p_i.
+   components' class distributions is the detector's prediction p_i. The heads train half the ``epochs_lp`` when the
+   probes' confident joint estimates < 50 % noise (``short_cotrain_below``): the longer they train, the more wrong
+   labels they fit, while at high noise they need the epochs to find the few clean samples.
 2. A linear head, started from UNICON-LP's averaged head, is trained on the cached features toward the
    targets fine-tuning uses (``head_targets=posterior``, the default: the sharpened label posterior of step 3;
    ``soft``: t_i = w_i·onehot(ȳ_i) + (1 − w_i)·sharpen(p_i), the earlier rule, which trailed it on noisy
@@ -92,8 +94,14 @@ class ConsensusSettings(MethodSettings):
     components: str = option("oof,cotrain", "components whose class distributions are averaged into the prediction p: "
                              "oof (out-of-fold probes), knn (neighbour agreement), cotrain (UNICON-LP heads)")
     score_components: str = option("cotrain", "components whose scores make the consensus score (the ranking and w)")
-    cotrain_epochs: Optional[int] = option(None, "epochs of the co-trained UNICON-LP heads, warm-up included (null: the "
-                                           "run's --epochs-lp)", range=Range(1, None))
+    cotrain_epochs: Optional[int] = option(None, "epochs of the co-trained UNICON-LP heads, warm-up included (null: "
+                                           "the run's --epochs-lp, halved below short_cotrain_below)", range=Range(1, None))
+    short_cotrain_below: float = option(0.5, "with cotrain_epochs null, the co-trained heads train half the --epochs-lp "
+                                        "when the out-of-fold probes' confident-joint noise estimate is below this "
+                                        "(0: never)", range=Range(0, 1))
+    short_cotrain_min_samples: int = option(1500, "the halved co-training needs at least this many training samples "
+                                            "(fewer: too few MixMatch steps; measured worse rankings at 900 and 100)",
+                                            range=Range(0, None))
     folds: int = option(5, "folds of the out-of-fold probes", range=Range(2, None))
     oof_loss: str = option("gce", "loss of the out-of-fold probes", choices=("ce", "gce", "sce", "elr"))
     knn_k: int = option(20, "neighbours of the kNN agreement (cosine, self excluded)", range=Range(1, None))
@@ -323,24 +331,45 @@ class _Best:
         self.val_acc, self.where, self.weights = float(d["val_acc"]), str(d["where"]), d["weights"]
 
 
+def cotrain_epochs(s: ConsensusSettings, epochs_lp: int, noise_estimate: float | None, n_train: int) -> int:
+    """The co-trained heads' epochs: ``cotrain_epochs`` when set; else half of ``epochs_lp`` (rounded up) when the
+    out-of-fold probes' ``noise_estimate`` (:func:`cd.estimated_noise`; None without probes) is below
+    ``short_cotrain_below`` and there are at least ``short_cotrain_min_samples`` training samples, else ``epochs_lp``.
+
+    Why: the longer the two heads train, the more wrong labels they fit. On the 96 px grid's training truth
+    (new_method_design.md §8–9) 10 epochs instead of 20 made fine-tuning's targets 1.8–4.0 points more accurate
+    at ≤ 21 % realised noise (probes' estimate 0.30–0.42) and 0.8 / 3.7 points less accurate at sym-0.6 / sym-0.9
+    (estimate ≥ 0.56), where the heads need the epochs to find the few clean samples; it also cuts MixMatch steps.
+    Probes weaker than these overestimate the noise, which falls back to the full epochs. On small sets (900
+    training images; the tests' ~100) the halved heads ranked wrong labels worse: too few MixMatch steps.
+    """
+    if s.cotrain_epochs is not None:
+        return s.cotrain_epochs
+    if noise_estimate is None or noise_estimate >= s.short_cotrain_below or n_train < s.short_cotrain_min_samples:
+        return epochs_lp
+    return max(1, (epochs_lp + 1) // 2)
+
+
 def run_detector(ctx: Context, s: ConsensusSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, nn.Linear | None]:
     """(consensus score, clean weight w, prediction p, UNICON's head or None), timed as ``selection``/``lp``."""
     cfg, labels = ctx.cfg, ctx.train.labels
     feats = ctx.feature_tensor("train")
     used = list(dict.fromkeys([*s.component_list, *s.score_component_list]))
-    head = None
+    head, stats = None, {}
     with ctx.run.phase("selection"):  # out-of-fold probes, kNN agreement
         det = cd.detect(feats, labels, ctx.num_classes, components=used, folds=s.folds, epochs=cfg.epochs_lp,
                         optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed, k=s.knn_k,
                         knn_temperature=s.knn_temperature, oof_loss=s.oof_loss)
     if "cotrain" in used:  # UNICON-LP logs its own lp epochs and times them
-        score, probs, head = cd.cotrain_scores(ctx, s.cotrain_epochs)
+        estimate = cd.estimated_noise(det.probs["oof"], labels) if "oof" in det.probs else None
+        stats.update(noise_estimate_oof=estimate, cotrain_epochs=cotrain_epochs(s, cfg.epochs_lp, estimate, len(labels)))
+        score, probs, head = cd.cotrain_scores(ctx, stats["cotrain_epochs"])
         det.scores["cotrain"], det.probs["cotrain"] = score, probs
     with ctx.run.phase("selection"):
         score = cd.ensemble_score([det.scores[c] for c in s.score_component_list], s.combine)
         w = cd.clean_posterior(score, labels, ctx.num_classes)
         probs = np.mean([det.probs[c] for c in s.component_list], axis=0)
-        stats = {"components": s.component_list, "score_components": s.score_component_list}
+        stats.update(components=s.component_list, score_components=s.score_component_list)
         if ctx.train.true_labels is not None:
             from sklearn.metrics import roc_auc_score
 

@@ -156,6 +156,15 @@ def noise_transition(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(mass > 0, joint / np.where(mass > 0, mass, 1.0), np.eye(len(joint)))
 
 
+def estimated_noise(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The share of wrong labels by cleanlab's confident joint calibrated to the label counts (1 − its trace),
+    from out-of-sample class distributions."""
+    from cleanlab.count import estimate_joint
+
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)
+    return float(1.0 - np.trace(estimate_joint(np.asarray(labels, dtype=np.int64), p / p.sum(1, keepdims=True))))
+
+
 def label_posterior(probs: np.ndarray, labels: np.ndarray, transition: np.ndarray) -> np.ndarray:
     """P(true class k | x, given label ỹ) ∝ p_k(x) · T[k, ỹ]: Bayes' rule with the detector's prediction as the
     prior and the estimated noise process as the likelihood of the given label, float32 (N, C).
