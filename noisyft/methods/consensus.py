@@ -13,8 +13,9 @@ Algorithm (settings: :class:`ConsensusSettings`, read from ``extra``):
    UNICON-LP's 1 − JSD alone: measured the best ranking at 4 of 5 noise settings; adding the probes
    lowered it at asym/inst-0.4). A per-class two-component GMM on it gives each sample's clean weight w_i; the mean of the
    components' class distributions is the detector's prediction p_i. The heads train half the ``epochs_lp`` when the
-   probes' confident joint estimates < 50 % noise (``short_cotrain_below``): the longer they train, the more wrong
-   labels they fit, while at high noise they need the epochs to find the few clean samples.
+   probes' confident joint estimates < 50 % noise (``short_cotrain_below``) on ≥ 1,500 training samples
+   (``short_cotrain_min_samples``): the longer they train, the more wrong labels they fit, while at high noise
+   they need the epochs to find the few clean samples, and on small sets the MixMatch steps.
 2. A linear head, started from UNICON-LP's averaged head, is trained on the cached features toward the
    targets fine-tuning uses (``head_targets=posterior``, the default: the sharpened label posterior of step 3;
    ``soft``: t_i = w_i·onehot(ȳ_i) + (1 − w_i)·sharpen(p_i), the earlier rule, which trailed it on noisy

@@ -142,16 +142,22 @@ def issue_flags(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return find_label_issues(np.asarray(labels, dtype=np.int64), p / p.sum(1, keepdims=True), n_jobs=1)
 
 
+def confident_joint(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """cleanlab's confident joint calibrated to the label counts (``estimate_joint``), [given j, true k], summing to 1,
+    from out-of-sample class distributions (rows renormalised after clipping at 1e-12)."""
+    from cleanlab.count import estimate_joint
+
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)
+    return estimate_joint(np.asarray(labels, dtype=np.int64), p / p.sum(1, keepdims=True))
+
+
 def noise_transition(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The estimated noise process T[k, j] = P(given label j | true class k), (C, C), rows sum to 1.
 
     From cleanlab's confident joint calibrated to the label counts (``estimate_joint``) on out-of-sample
     class distributions; a true class the joint gives no mass keeps its labels (identity row).
     """
-    from cleanlab.count import estimate_joint
-
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)
-    joint = estimate_joint(np.asarray(labels, dtype=np.int64), p / p.sum(1, keepdims=True)).T  # [true k, given j]
+    joint = confident_joint(probs, labels).T  # [true k, given j]
     mass = joint.sum(1, keepdims=True)
     return np.where(mass > 0, joint / np.where(mass > 0, mass, 1.0), np.eye(len(joint)))
 
@@ -159,10 +165,7 @@ def noise_transition(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def estimated_noise(probs: np.ndarray, labels: np.ndarray) -> float:
     """The share of wrong labels by cleanlab's confident joint calibrated to the label counts (1 − its trace),
     from out-of-sample class distributions."""
-    from cleanlab.count import estimate_joint
-
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)
-    return float(1.0 - np.trace(estimate_joint(np.asarray(labels, dtype=np.int64), p / p.sum(1, keepdims=True))))
+    return float(1.0 - np.trace(confident_joint(probs, labels)))
 
 
 def label_posterior(probs: np.ndarray, labels: np.ndarray, transition: np.ndarray) -> np.ndarray:
