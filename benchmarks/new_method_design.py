@@ -181,15 +181,21 @@ def targets_cell(noise: str, seed: int, data: str, grid: dict, extra: dict | Non
     return row
 
 
-def run_targets(args) -> None:
+def run_cells(args, cell) -> None:
+    """``cell(noise, seed)`` → row for every seed × noise; the JSON is rewritten after each row (a stopped run keeps
+    its rows); the table is printed at the end."""
     rows = []
     for seed in args.seeds:
         for noise in args.noises:
-            extra = _extras(args.extra)
-            rows.append({"extra": extra, **targets_cell(noise, seed, args.data, GRID, extra)})
+            rows.append(cell(noise, seed))
             print(rows[-1], flush=True)
             (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
     print(md_table(rows, list(rows[0])))
+
+
+def run_targets(args) -> None:
+    extra = _extras(args.extra)
+    run_cells(args, lambda noise, seed: {"extra": extra, **targets_cell(noise, seed, args.data, GRID, extra)})
 
 
 def start_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
@@ -219,13 +225,7 @@ def start_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
 
 
 def run_start(args) -> None:
-    rows = []
-    for seed in args.seeds:
-        for noise in args.noises:
-            rows.append(start_cell(noise, seed, args.data, GRID))
-            print(rows[-1], flush=True)
-            (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
-    print(md_table(rows, list(rows[0])))
+    run_cells(args, lambda noise, seed: start_cell(noise, seed, args.data, GRID))
 
 
 def estimate_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
@@ -246,13 +246,7 @@ def estimate_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
 
 def run_estimate(args) -> None:
     grid = {**GRID, "image_size": args.image_size, "max_train": args.max_train, "max_test": args.max_test}
-    rows = []
-    for seed in args.seeds:
-        for noise in args.noises:
-            rows.append(estimate_cell(noise, seed, args.data, grid))
-            print(rows[-1], flush=True)
-            (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
-    print(md_table(rows, list(rows[0])))
+    run_cells(args, lambda noise, seed: estimate_cell(noise, seed, args.data, grid))
 
 
 def _extras(pairs) -> dict:
