@@ -236,10 +236,9 @@ def estimate_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
 
     ctx = make_ctx(data=data, noise=noise, seed=seed, method="consensus", **grid)
     y, s, c = ctx.train.labels, ConsensusSettings(), ctx.cfg
-    det = cd.detect(ctx.feature_tensor("train"), y, ctx.num_classes, components=["oof"], folds=s.folds, epochs=c.epochs_lp,
-                    optim=ctx.lp_optim, batch_size=c.batch_size, seed=seed, k=s.knn_k, knn_temperature=s.knn_temperature,
-                    oof_loss=s.oof_loss)
-    estimate = cd.estimated_noise(det.probs["oof"], y)
+    oof = cd.oof_probs(ctx.feature_tensor("train"), y, ctx.num_classes, folds=s.folds, epochs=c.epochs_lp,
+                       optim=ctx.lp_optim, batch_size=c.batch_size, seed=c.seed, loss=s.oof_loss)
+    estimate = cd.estimated_noise(oof, y)
     return {"noise": noise, "seed": seed, "realised": float((y != ctx.train.true_labels).mean()),
             "estimate_oof": estimate, "cotrain_epochs": cotrain_epochs(s, c.epochs_lp, estimate, len(y))}
 
