@@ -35,22 +35,30 @@ from noisyft.bench.grid import BenchSpec, cell_dir, cell_finished  # noqa: E402
 from noisyft.bench.results import cell_row, results_markdown, tabulate  # noqa: E402
 
 
-def cells_to_run(spec: BenchSpec, have: dict, methods: list[str], rerun: list[str], out: Path) -> list:
-    """The cells of ``methods`` that ``have`` lacks (all of a ``rerun`` method's) and ``out`` has not finished (an
-    earlier call on the same machine), in ``methods`` order, seed-major."""
+def reruns(c, rerun: list[str], noises: list[str]) -> bool:
+    """Whether cell ``c`` runs again although the committed file has it: its method's code changed (``rerun``), at
+    the ``noises`` settings only when those are named."""
+    return c.method in rerun and (not noises or c.noise in noises)
+
+
+def cells_to_run(spec: BenchSpec, have: dict, methods: list[str], rerun: list[str], out: Path,
+                 noises: list[str] = ()) -> list:
+    """The cells of ``methods`` (at ``noises`` when named) that ``have`` lacks or that :func:`reruns`, and ``out``
+    has not finished (an earlier call on the same machine), in ``methods`` order, seed-major."""
     done = {r["cell"] for r in have.get("cells", []) if r.get("status") == "done"}
-    todo = [c for c in spec.cells() if c.method in methods and (c.method in rerun or c.name not in done)
-            and not cell_finished(cell_dir(out, c))]
+    todo = [c for c in spec.cells() if c.method in methods and (not noises or c.noise in noises)
+            and (reruns(c, rerun, noises) or c.name not in done) and not cell_finished(cell_dir(out, c))]
     return sorted(todo, key=lambda c: (methods.index(c.method), c.seed, spec.noises.index(c.noise)))
 
 
-def merged_results(spec: BenchSpec, have: dict, out: Path, rerun: list[str]) -> dict:
-    """The grid's results: each cell's new row where it ran here, else the committed row (not for ``rerun``)."""
+def merged_results(spec: BenchSpec, have: dict, out: Path, rerun: list[str], noises: list[str] = ()) -> dict:
+    """The grid's results: each cell's new row where it ran here, else the committed row (not where it
+    :func:`reruns`)."""
     old = {r["cell"]: r for r in have.get("cells", [])}
     rows = []
     for c in spec.cells():
         new = cell_row(c, out)
-        keep_old = new["status"] != "done" and c.method not in rerun and old.get(c.name, {}).get("status") == "done"
+        keep_old = new["status"] != "done" and not reruns(c, rerun, noises) and old.get(c.name, {}).get("status") == "done"
         rows.append(old[c.name] if keep_old else new)
     return tabulate(spec, rows)
 
@@ -89,6 +97,7 @@ def main() -> None:
     ap.add_argument("--have", required=True, help="the grid's committed results.json")
     ap.add_argument("--methods", nargs="+", required=True, help="methods whose missing cells run, in this order")
     ap.add_argument("--rerun", nargs="*", default=[], help="methods whose every cell runs again (their code changed)")
+    ap.add_argument("--noises", nargs="*", default=[], help="run (and rerun) only these settings' cells, e.g. sym:0.2")
     ap.add_argument("--out", required=True)
     ap.add_argument("--procs", type=int, default=0, help="cells at a time (0: half the usable cores, at most 8)")
     ap.add_argument("--num-workers", type=int, default=2)
@@ -107,7 +116,10 @@ def main() -> None:
     keep.mkdir(parents=True, exist_ok=True)
     log = tee_log(keep / "cells.log")
     procs = a.procs or max(1, min(8, usable_cores() // 2))
-    todo = cells_to_run(spec, have, a.methods, a.rerun, out)
+    noises = a.noises
+    if set(noises) - set(spec.noises):
+        ap.error(f"--noises {' '.join(sorted(set(noises) - set(spec.noises)))}: not among the grid's {spec.noises}")
+    todo = cells_to_run(spec, have, a.methods, a.rerun, out, noises)
     log(f"{len(todo)} cells to run, {procs} at a time, {usable_cores()} usable cores ({os.cpu_count()} reported)")
     tmp = Path("/tmp/gpu-fill")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -118,7 +130,7 @@ def main() -> None:
     rounds = time_pair(base, a.timing_noise, a.timing, start + a.seconds, out.parent / f"{out.name}-timing", log,
                        shlex.split(a.timing_args))
     (keep / "timing.json").write_text(json.dumps({"noise": a.timing_noise, "args": a.timing_args, "rounds": rounds}, indent=1))
-    results = merged_results(spec, have, out, a.rerun)
+    results = merged_results(spec, have, out, a.rerun, noises)
     (keep / "results.json").write_text(json.dumps(results, indent=1))
     (keep / "results.md").write_text(results_markdown(results))
     with tarfile.open(keep / "cells.tar.gz", "w:gz") as tar:
