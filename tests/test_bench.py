@@ -341,6 +341,26 @@ def test_gpu_fill_runs_only_missing_or_rerun_cells_and_keeps_committed_rows(tmp_
     assert cells_to_run(spec, have, ["consensus", "turn"], rerun=["consensus"], out=tmp_path) == todo[1:]
 
 
+def test_gpu_fill_noises_limit_what_runs_and_what_a_rerun_replaces(tmp_path):
+    """benchmarks/gpu_fill.py --noises: only those settings' cells run; a rerun method keeps its committed rows
+    elsewhere (they are not its changed cells)."""
+    import dataclasses
+
+    from benchmarks.gpu_fill import cells_to_run, merged_results
+
+    spec = BenchSpec.from_dict({"data": ["d"], "noises": ["sym:0.2", "sym:0.6"], "backbones": ["b"],
+                                "methods": ["consensus", "ce-fft"], "seeds": [0, 1]})
+    have = {"cells": [{"cell": c.name, **dataclasses.asdict(c), "status": "done", "test_acc": 0.5}
+                      for c in spec.cells() if c.seed == 0]}
+    todo = cells_to_run(spec, have, ["consensus", "ce-fft"], rerun=["consensus"], out=tmp_path, noises=["sym:0.2"])
+    assert [(c.method, c.seed, c.noise) for c in todo] == [
+        ("consensus", 0, "sym:0.2"), ("consensus", 1, "sym:0.2"), ("ce-fft", 1, "sym:0.2")]
+    status = {(r["method"], r["seed"], r["noise"]): r["status"]
+              for r in merged_results(spec, have, tmp_path, rerun=["consensus"], noises=["sym:0.2"])["cells"]}
+    assert status[("consensus", 0, "sym:0.6")] == "done" and status[("consensus", 0, "sym:0.2")] != "done"
+    assert status[("ce-fft", 0, "sym:0.2")] == "done"
+
+
 def test_gpu_fill_timing_pair_alternates_which_method_runs_first(tmp_path, monkeypatch):
     """benchmarks/gpu_fill.py's timing rounds: a, b, then b, a (neither always starts a warm machine's round)."""
     import subprocess as sp

@@ -14,7 +14,7 @@ from noisyft import api
 from noisyft.config import OptimConfig
 from noisyft.errors import UserError
 from noisyft.methods import consensus_detect as cd
-from noisyft.methods.consensus import ConsensusSettings, RefurbishedTargets, refurbished_targets
+from noisyft.methods.consensus import ConsensusSettings, RefurbishedTargets, prediction_components, refurbished_targets
 
 TINY = dict(backbone="test_efficientnet", pretrained=False, image_size=32, epochs_lp=15, epochs_fft=2,
             batch_size=32, num_workers=0, progress=False, lp_optim="adamw:1e-2:1e-5")
@@ -221,6 +221,7 @@ def test_consensus_ranks_wrong_labels_and_trains_on_everyone(runs):
     mine = [r for r in sel if "auroc_consensus" in r]  # UNICON-LP's own selection steps come first
     # the co-trained heads' epochs (all 15: too few samples to halve them), then fft:0 (the refurbished start) … fft:2
     assert mine[0]["cotrain_epochs"] == 15 and 0 <= mine[0]["noise_estimate_oof"] <= 1
+    assert mine[0]["components"] == ["oof", "cotrain"]  # the probes stay in the prediction (the rule is opt-in)
     assert [m["phase"] for m in metrics] == ["lp"] * mine[0]["cotrain_epochs"] + ["fft"] * 3
     n = len(pd.read_csv(d / "labels.csv"))
     assert [m.get("n_train") for m in metrics if m["phase"] == "fft"] == [None, n, n]  # every training sample, none discarded
@@ -343,6 +344,36 @@ def test_cotrain_epochs_rule(explicit, estimate, below, n, expected):
     s = ConsensusSettings(cotrain_epochs=explicit, short_cotrain_below=below)
     assert cotrain_epochs(s, 20, estimate, n) == expected
     assert cotrain_epochs(ConsensusSettings(short_cotrain_below=0.9), 9, 0.1, 1500) == 5  # half, rounded up
+
+
+@pytest.mark.parametrize("components, estimate, below, n, expected", [
+    ("oof,cotrain", None, 0.5, 4500, ["oof", "cotrain"]),   # no estimate: as configured
+    ("oof,cotrain", 0.3, 0.5, 4500, ["oof", "cotrain"]),    # low estimated noise: probes and heads averaged
+    ("oof,cotrain", 0.5, 0.5, 4500, ["cotrain"]),           # at the threshold: the heads alone
+    ("oof,cotrain", 0.8, 0.5, 1499, ["oof", "cotrain"]),    # too few samples (default minimum 1,500)
+    ("oof,knn,cotrain", 0.8, 0.5, 4500, ["knn", "cotrain"]),
+    ("oof", 0.8, 0.5, 4500, ["oof"]),                       # the probes alone stay: nothing else predicts
+    ("oof,cotrain", 0.99, 1.0, 4500, ["oof", "cotrain"]),   # 1 turns the rule off
+])
+def test_prediction_components_rule(components, estimate, below, n, expected):
+    s = ConsensusSettings(components=components, probes_predict_below=below)
+    assert prediction_components(s, estimate, n) == expected
+
+
+def test_probes_leave_the_prediction_when_the_rule_says_so(runs, tmp_path):
+    """probes_predict_below=0 (any estimate) with no size minimum: the logged prediction components are the heads
+    alone, and the prediction differs (the confident joint the report computes on it moves); the default run (the
+    rule off) keeps the probes."""
+    _, det = runs
+    root = det.run_dir.parent / "imgs"
+    heads = api.fit(data=str(root), noise="symflip:0.3", method="consensus-detect", out=str(tmp_path / "heads"), seed=3,
+                    extra={"probes_predict_below": 0.0, "probes_predict_min_samples": 0}, **TINY)
+    comps = [[m["components"] for m in (json.loads(x) for x in (r.run_dir / "selection.jsonl").read_text().splitlines())
+              if "components" in m] for r in (det, heads)]
+    assert comps == [[["oof", "cotrain"]], [["cotrain"]]]
+    cj = [r.summary["noise_rate"]["confident_joint"]["overall"] for r in (det, heads)]
+    assert cj[0] != cj[1]
+    assert heads.summary["detection"]["auroc"] == det.summary["detection"]["auroc"]  # the ranking is the heads' score
 
 
 @pytest.mark.parametrize("flip", [0.1, 0.4])
