@@ -233,12 +233,13 @@ def estimate_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
     realised noise, and the co-trained heads' epochs the default rule picks from it (cached features, seconds)."""
     from noisyft.methods import consensus_detect as cd
     from noisyft.methods.consensus import ConsensusSettings, cotrain_epochs
+    from noisyft.run.noise_rate import confident_joint_rates
 
     ctx = make_ctx(data=data, noise=noise, seed=seed, method="consensus", **grid)
     y, s, c = ctx.train.labels, ConsensusSettings(), ctx.cfg
     oof = cd.oof_probs(ctx.feature_tensor("train"), y, ctx.num_classes, folds=s.folds, epochs=c.epochs_lp,
                        optim=ctx.lp_optim, batch_size=c.batch_size, seed=c.seed, loss=s.oof_loss)
-    estimate = cd.estimated_noise(oof, y)
+    estimate = confident_joint_rates(y, oof)[0]
     return {"noise": noise, "seed": seed, "realised": float((y != ctx.train.true_labels).mean()),
             "estimate_oof": estimate, "cotrain_epochs": cotrain_epochs(s, c.epochs_lp, estimate, len(y))}
 

@@ -15,6 +15,7 @@ from noisyft.config import OptimConfig
 from noisyft.errors import UserError
 from noisyft.methods import consensus_detect as cd
 from noisyft.methods.consensus import ConsensusSettings, RefurbishedTargets, prediction_components, refurbished_targets
+from noisyft.run.noise_rate import confident_joint_rates
 
 TINY = dict(backbone="test_efficientnet", pretrained=False, image_size=32, epochs_lp=15, epochs_fft=2,
             batch_size=32, num_workers=0, progress=False, lp_optim="adamw:1e-2:1e-5")
@@ -381,7 +382,7 @@ def test_estimated_noise_tracks_the_flipped_share(flip):
     """Out-of-fold probes on separable clusters: the confident joint's noise estimate is near the flipped share."""
     feats, given, true = _blobs(n_per_class=100, flip=flip)
     probs = cd.oof_probs(feats, given, 3, folds=5, epochs=30, optim=OptimConfig("adamw", 1e-2, 1e-5), seed=0)
-    assert cd.estimated_noise(probs, given) == pytest.approx((given != true).mean(), abs=0.07)
+    assert confident_joint_rates(given, probs)[0] == pytest.approx((given != true).mean(), abs=0.07)
 
 
 def test_low_noise_estimate_halves_the_co_trained_heads_epochs(tmp_path):

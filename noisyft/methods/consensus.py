@@ -69,6 +69,7 @@ from noisyft.methods.mixmatch import sharpen
 from noisyft.methods.registry import METHODS
 from noisyft.methods.settings import MethodSettings
 from noisyft.options import POSITIVE, Range, option
+from noisyft.run.noise_rate import confident_joint_rates
 from noisyft.selection import selection_metrics
 
 log = logging.getLogger("noisyft")
@@ -345,7 +346,8 @@ class _Best:
 
 def cotrain_epochs(s: ConsensusSettings, epochs_lp: int, noise_estimate: float | None, n_train: int) -> int:
     """The co-trained heads' epochs: ``cotrain_epochs`` when set; else half of ``epochs_lp`` (rounded up) when the
-    out-of-fold probes' ``noise_estimate`` (:func:`cd.estimated_noise`; None without probes) is below
+    out-of-fold probes' ``noise_estimate`` (cleanlab's confident-joint rate on their out-of-sample probabilities,
+    :func:`~noisyft.run.noise_rate.confident_joint_rates`; None without probes) is below
     ``short_cotrain_below`` and there are at least ``short_cotrain_min_samples`` training samples, else ``epochs_lp``.
 
     Why: the longer the two heads train, the more wrong labels they fit. On the 96 px grid's training truth
@@ -390,7 +392,7 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> tuple[np.ndarray, np.nda
         det = cd.detect(feats, labels, ctx.num_classes, components=used, folds=s.folds, epochs=cfg.epochs_lp,
                         optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed, k=s.knn_k,
                         knn_temperature=s.knn_temperature, oof_loss=s.oof_loss)
-    estimate = cd.estimated_noise(det.probs["oof"], labels) if "oof" in det.probs else None
+    estimate = confident_joint_rates(labels, det.probs["oof"])[0] if "oof" in det.probs else None
     stats["noise_estimate_oof"] = estimate
     if "cotrain" in used:  # UNICON-LP logs its own lp epochs and times them
         stats["cotrain_epochs"] = cotrain_epochs(s, cfg.epochs_lp, estimate, len(labels))

@@ -38,6 +38,7 @@ from torch import nn
 
 from noisyft.config import OptimConfig
 from noisyft.methods.linear_probe import out_of_fold_probs
+from noisyft.run.noise_rate import calibrated_joint
 from noisyft.selection import fit_per_class_gmm
 
 COMPONENTS = ("oof", "knn", "cotrain")
@@ -142,30 +143,15 @@ def issue_flags(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return find_label_issues(np.asarray(labels, dtype=np.int64), p / p.sum(1, keepdims=True), n_jobs=1)
 
 
-def confident_joint(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """cleanlab's confident joint calibrated to the label counts (``estimate_joint``), [given j, true k], summing to 1,
-    from out-of-sample class distributions (rows renormalised after clipping at 1e-12)."""
-    from cleanlab.count import estimate_joint
-
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)
-    return estimate_joint(np.asarray(labels, dtype=np.int64), p / p.sum(1, keepdims=True))
-
-
 def noise_transition(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The estimated noise process T[k, j] = P(given label j | true class k), (C, C), rows sum to 1.
 
     From cleanlab's confident joint calibrated to the label counts (``estimate_joint``) on out-of-sample
     class distributions; a true class the joint gives no mass keeps its labels (identity row).
     """
-    joint = confident_joint(probs, labels).T  # [true k, given j]
+    joint = calibrated_joint(labels, probs).T  # [true k, given j]
     mass = joint.sum(1, keepdims=True)
     return np.where(mass > 0, joint / np.where(mass > 0, mass, 1.0), np.eye(len(joint)))
-
-
-def estimated_noise(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The share of wrong labels by cleanlab's confident joint calibrated to the label counts (1 − its trace),
-    from out-of-sample class distributions."""
-    return float(1.0 - np.trace(confident_joint(probs, labels)))
 
 
 def label_posterior(probs: np.ndarray, labels: np.ndarray, transition: np.ndarray) -> np.ndarray:

@@ -43,20 +43,26 @@ def class_rates(given: np.ndarray, wrong: np.ndarray, num_classes: int) -> tuple
     return (float(wrong.mean()) if len(wrong) else 0.0), per
 
 
+def calibrated_joint(given: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """cleanlab's confident joint calibrated to the label counts (``estimate_joint``), Q[given j, true k] summing to 1,
+    from class probabilities clipped at 1e-12 and renormalised per row. Raises what cleanlab raises for probabilities
+    it cannot use."""
+    from cleanlab.count import estimate_joint
+
+    p = np.clip(np.asarray(pred_probs, dtype=np.float64), 1e-12, None)
+    return estimate_joint(np.asarray(given, dtype=np.int64), p / p.sum(1, keepdims=True))
+
+
 def confident_joint_rates(given: np.ndarray, pred_probs: np.ndarray) -> tuple[float, list[Optional[float]]]:
     """cleanlab's noise rates from the calibrated confident joint Q[given, true]: (1 − trace Q, 1 − Q[k,k]/Q[k,:].sum()).
 
     Classes nobody was given get None. Raises what cleanlab raises for probabilities it cannot use.
     """
-    from cleanlab.count import estimate_joint
-
     given = np.asarray(given, dtype=np.int64)
-    p = np.clip(np.asarray(pred_probs, dtype=np.float64), 1e-12, None)
-    p = p / p.sum(1, keepdims=True)
-    joint = estimate_joint(given, p)
+    joint = calibrated_joint(given, pred_probs)
     rows = joint.sum(1)
-    used = np.bincount(given, minlength=p.shape[1]) > 0
-    per = [float(1 - joint[k, k] / rows[k]) if used[k] and rows[k] > 0 else None for k in range(p.shape[1])]
+    used = np.bincount(given, minlength=joint.shape[1]) > 0
+    per = [float(1 - joint[k, k] / rows[k]) if used[k] and rows[k] > 0 else None for k in range(joint.shape[1])]
     return float(1 - np.trace(joint)), per
 
 
