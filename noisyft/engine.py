@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from noisyft import dist
 from noisyft.data.base import LabeledSet, TorchImageDataset
 from noisyft.faults import at_fault, maybe_die
-from noisyft.features.loader import forward_features, make_loader, use_bf16
+from noisyft.features.loader import FullBatches, fixed_shapes, forward_features, make_loader, use_bf16
 
 
 class TrainingDiverged(RuntimeError):
@@ -140,8 +140,9 @@ def image_logits(model: nn.Module, data: LabeledSet, transform: Callable, *, dev
     model.eval()
     ds = TorchImageDataset(data, transform, indices)
     out = []
+    pad = batch_size if fixed_shapes(device) else 0
     for x, _, _ in tqdm(make_loader(ds, batch_size, num_workers), desc=desc, leave=False, disable=not progress):
-        out.append(forward_features(model, x, device, precision).cpu())
+        out.append(forward_features(model, x, device, precision, pad).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -150,7 +151,8 @@ def decoded_logits(model: nn.Module, images: torch.Tensor, norm: Callable, *, de
                    batch_size: int = 128, precision: str = "auto") -> torch.Tensor:
     """Eval-mode logits for decoded uint8 images (see :mod:`noisyft.features.decoded`), normalised per batch on ``device``."""
     model.eval()
-    out = [forward_features(model, norm(images[i: i + batch_size].to(device, non_blocking=True)), device, precision).cpu()
+    pad = batch_size if fixed_shapes(device) else 0
+    out = [forward_features(model, norm(images[i: i + batch_size].to(device, non_blocking=True)), device, precision, pad).cpu()
            for i in range(0, len(images), batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -176,7 +178,9 @@ def train_image_epoch(model: nn.Module, data: LabeledSet, indices: Sequence[int]
                       precision: str = "auto") -> float:
     """One epoch of full fine-tuning over ``indices`` with augmentation; returns the mean loss.
 
-    In a data-parallel run (:mod:`noisyft.dist`) the epoch is :func:`train_image_epoch_ddp`'s.
+    On CUDA every batch is a full one (:class:`~noisyft.features.loader.FullBatches`: the short last batch is
+    filled up with the epoch's first samples; :func:`~noisyft.features.loader.fixed_shapes` says why); on the CPU
+    the last batch is the remainder. In a data-parallel run (:mod:`noisyft.dist`) the epoch is :func:`train_image_epoch_ddp`'s.
     """
     if dist.world_size() > 1:
         return train_image_epoch_ddp(model, data, indices, transform, loss_fn, opt, device=device, gen=gen, epoch=epoch,
@@ -185,7 +189,10 @@ def train_image_epoch(model: nn.Module, data: LabeledSet, indices: Sequence[int]
     train_mode(model, freeze_bn_stats)
     torch.manual_seed(gen.initial_seed())  # in-process augmentation draws depend on this epoch alone (resume-exact)
     ds = TorchImageDataset(data, transform, indices)
-    loader = make_loader(ds, batch_size, num_workers, shuffle=True, generator=gen, drop_last=len(ds) % batch_size == 1)  # a 1-sample batch breaks BatchNorm
+    if fixed_shapes(device):  # no short last batch: a new shape costs cuDNN seconds of compilation
+        loader = make_loader(ds, 1, num_workers, batch_sampler=FullBatches(len(ds), batch_size, gen), generator=gen)
+    else:  # a 1-sample batch breaks BatchNorm
+        loader = make_loader(ds, batch_size, num_workers, shuffle=True, generator=gen, drop_last=len(ds) % batch_size == 1)
     total, steps = 0.0, 0
     use_amp = use_bf16(device, precision)
     for step, (x, y, idx) in enumerate(tqdm(loader, desc=desc, leave=False, disable=not progress)):
@@ -213,11 +220,15 @@ class _Positions(torch.utils.data.Dataset):
         return k
 
 
-def epoch_batches(n: int, batch_size: int, gen: torch.Generator, drop_last: bool) -> list[np.ndarray]:
+def epoch_batches(n: int, batch_size: int, gen: torch.Generator, drop_last: bool, full: bool = False) -> list[np.ndarray]:
     """The positions of each batch of one shuffled epoch, exactly as :func:`train_image_epoch`'s single process
     draws them: the same DataLoader construction over the same generator, wrapped in the same progress bar
-    (``tqdm.auto`` opens the loader's iterator once more, and each opening takes a seed from the generator)."""
-    loader = make_loader(_Positions(n), batch_size, 0, shuffle=True, generator=gen, drop_last=drop_last)
+    (``tqdm.auto`` opens the loader's iterator once more, and each opening takes a seed from the generator);
+    ``full``: in :class:`FullBatches`, as on CUDA."""
+    if full:
+        loader = make_loader(_Positions(n), 1, 0, batch_sampler=FullBatches(n, batch_size, gen), generator=gen)
+    else:
+        loader = make_loader(_Positions(n), batch_size, 0, shuffle=True, generator=gen, drop_last=drop_last)
     return [b.numpy() for b in tqdm(loader, disable=True)]
 
 
@@ -243,7 +254,7 @@ def train_image_epoch_ddp(model: nn.Module, data: LabeledSet, indices: Sequence[
     world, me = dist.world_size(), dist.rank()
     train_mode(model, freeze_bn_stats)
     ds = TorchImageDataset(data, transform, indices)
-    batches = epoch_batches(len(ds), batch_size, gen, drop_last=len(ds) % batch_size == 1)
+    batches = epoch_batches(len(ds), batch_size, gen, drop_last=len(ds) % batch_size == 1, full=fixed_shapes(device))
     parts, sizes = [], []
     for b in batches:
         part = b[len(b) * me // world: len(b) * (me + 1) // world]

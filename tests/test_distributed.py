@@ -197,6 +197,7 @@ EXACT_DETECTION = {"clip-label-match"}
 # DEFT's detector trains with gradients summed over ranks: its selections are the same samples, but the final
 # record's mean clean probability (and each sample's) is within the loss tolerance, not bit for bit
 CLOSE_SELECTION = {"deft"}
+IMAGE_VIEW_METHODS = {"unicon-lp-img", "dividemix-lp-img"}
 CLIP_METHODS = {"deft", "clip-label-match"}  # also given a validation split (tests/dist_methods.py's CONFIG)
 
 
@@ -251,6 +252,8 @@ def test_more_methods_on_two_processes_match_one(method_runs, method):
     if method in CLOSE_SELECTION:  # the same samples selected at every stage, the mean clean probability close
         assert [r["selected"] for r in sel1] == [r["selected"] for r in sel2] and len(sel1) == 3
         assert _close_records(sel1, sel2, LOSS_TOL)
+    elif method in IMAGE_VIEW_METHODS:  # each rank's own batches through the backbone: the float thresholds may
+        assert _close_records(sel1, sel2, LOSS_TOL)  # differ in the last bits (the CPU's kernels), the counts may not
     else:  # selections: from the features, or (small-loss-fft) from gathered losses after DDP epochs
         assert sel1 == sel2
     if method in ("unicon-lp-img", "dividemix-lp-img", "clip-label-match", "deft"):

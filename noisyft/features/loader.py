@@ -5,6 +5,7 @@ methods) take their loader from here and never depend on how features are cached
 """
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -41,13 +42,58 @@ def use_bf16(device: torch.device, precision: str = "auto") -> bool:
     return torch.device(device).type == "cuda" and precision != "fp32"
 
 
+def fixed_shapes(device: torch.device) -> bool:
+    """Whether passes on ``device`` keep every batch at the full batch size (eval batches padded, training epochs in
+    :class:`FullBatches`).
+
+    On CUDA, cuDNN compiles kernels at run time for each new input shape (bf16 depthwise convolutions: measured on
+    an H100, cuDNN 9.19, EfficientNet-Lite0 at 96 px: the first training step of a 128-image batch 9.8-14.3 s, then
+    the first of an 82-image batch another 7.5-9.8 s, the first eval pass of a 66-image batch 1.8-2.3 s; a warm
+    step 0.02 s; ``benchmarks/results/gpu_warmup_h100.md``). A short last batch is such a new shape in every
+    split and every epoch's loader. On the CPU there is no such cost and padding would only add work, so CPU
+    numbers stay exactly as they were.
+    """
+    return torch.device(device).type == "cuda"
+
+
+class FullBatches(torch.utils.data.Sampler):
+    """One shuffled epoch of ``n`` samples in batches of exactly ``batch_size``: the last, short batch is filled up
+    with the epoch's first samples (so every sample is seen at least once, none twice in one batch). With fewer
+    samples than a batch, the one batch holds them all; a lone sample is not a batch (it breaks BatchNorm)."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        super().__init__()
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+
+    def __len__(self) -> int:
+        return 0 if self.n <= 1 else math.ceil(self.n / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.n <= 1:
+            return
+        perm = torch.randperm(self.n, generator=self.generator).tolist()
+        b = self.batch_size
+        for i in range(0, self.n, b):
+            batch = perm[i: i + b]
+            if len(batch) < b and self.n >= b:
+                batch = batch + perm[: b - len(batch)]
+            yield batch
+
+
 @torch.inference_mode()
-def forward_features(model: nn.Module, batch: torch.Tensor, device: torch.device, precision: str = "auto") -> torch.Tensor:
+def forward_features(model: nn.Module, batch: torch.Tensor, device: torch.device, precision: str = "auto",
+                     pad_to: int = 0) -> torch.Tensor:
     """One eval-mode forward of a backbone or whole model, channels-last (faster on CPU and GPU), bf16 autocast on
-    CUDA unless ``precision`` is ``fp32``."""
-    x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    CUDA unless ``precision`` is ``fp32``. A batch of fewer than ``pad_to`` rows runs padded with zeros to that
+    size, and only its own rows come back (eval mode: each row's output does not depend on the others); callers
+    pass their batch size where :func:`fixed_shapes` says so."""
+    n = len(batch)
+    x = batch.to(device, non_blocking=True)
+    if 0 < n < pad_to:
+        x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:]))])
+    x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(device, precision)):
-        return model(x).float()
+        return model(x).float()[:n]
 
 
 def decoding_mode(num_workers: Optional[int]) -> str:
@@ -169,10 +215,11 @@ def batch_features(backbone: Backbone, source: ImageSource, batches: Sequence[np
     at once: the same numbers as :func:`eval_transform` per image (tested).
     """
     norm = normalize(backbone.preprocess)
+    pad = max(map(len, batches), default=0) if fixed_shapes(device) else 0
     stream = decoded_batches(source, backbone.preprocess, batches, num_workers)
     try:
         for x in stream:
-            yield forward_features(backbone, norm(x.to(device, non_blocking=True)), device, precision).cpu().numpy()
+            yield forward_features(backbone, norm(x.to(device, non_blocking=True)), device, precision, pad).cpu().numpy()
     finally:
         stream.close()
 
