@@ -220,7 +220,7 @@ def test_table_marks_cells_outside_the_grid_and_a_subsample_s_clean_set():
     unicon = next(l for l in md.splitlines() if l.startswith("| unicon-lp-img |"))
     assert turn.count("0.800 / 0.400 / 0.533 (clean set F1 0.800)") == 2
     assert "0.700 / 0.700 / 0.700 |" in unicon and "clean set" not in unicon
-    assert unicon.split("|")[8].strip() == "not in grid"  # its sym:0.9 column group
+    assert unicon.split("|")[9].strip() == "not in grid"  # its sym:0.9 column group
 
 
 def test_cli_bench(tiny_data, tmp_path, capsys):
@@ -249,26 +249,30 @@ def test_table_headline_is_val_selected_and_marks_each_setting_s_winner():
 
     spec = BenchSpec.from_dict({"data": "d", "noises": ["sym:0.6", "sym:0.9"], "backbones": "b", "seeds": [0],
                                 "methods": ["turn", "ce-fft", "ce-lp"], "val_fraction": 0.1})
-    ft = lambda head, best, last, auroc, probe=None: dict(
+    ft = lambda head, best, last, auroc, probe=None, f1=None: dict(
         test_acc=head, fine_tuned_best_test_acc=best, fine_tuned_last_test_acc=last, probe_best_test_acc=probe,
-        auroc=auroc)
+        auroc=auroc, issue_f1=f1)
     md = results_markdown(_synthetic(spec, {
-        ("turn", "sym:0.6"): ft(0.60, 0.62, 0.58, 0.91, probe=0.70), ("turn", "sym:0.9"): ft(0.30, 0.31, 0.25, 0.60, probe=0.35),
-        ("ce-fft", "sym:0.6"): ft(0.64, 0.65, 0.63, 0.85), ("ce-fft", "sym:0.9"): ft(0.22, 0.24, 0.20, 0.62),
+        ("turn", "sym:0.6"): ft(0.60, 0.62, 0.58, 0.91, probe=0.70, f1=0.7), ("turn", "sym:0.9"): ft(0.30, 0.31, 0.25, 0.60, probe=0.35, f1=0.4),
+        ("ce-fft", "sym:0.6"): ft(0.64, 0.65, 0.63, 0.85, f1=0.8), ("ce-fft", "sym:0.9"): ft(0.22, 0.24, 0.20, 0.62, f1=0.3),
         ("ce-lp", "sym:0.6"): dict(test_acc=0.55, probe_best_test_acc=0.56, auroc=0.91),
         ("ce-lp", "sym:0.9"): dict(test_acc=0.24, probe_best_test_acc=0.25, auroc=0.50)}))
     lines = md.splitlines()
     header = next(l for l in lines if l.startswith("| Method |")).split("|")
-    assert header[2].strip() == "sym:0.6 acc (val-selected)" and header[8].strip() == "sym:0.9 acc (val-selected)"
+    assert header[2].strip() == "sym:0.6 acc (val-selected)" and header[9].strip() == "sym:0.9 acc (val-selected)"
+    assert header[8].strip() == "sym:0.6 issue F1"
     row = {name: next(l for l in lines if l.startswith(f"| {name} |")).split("|") for name in spec.methods}
     # sym:0.6: CE-FFT wins on accuracy though TURN's probe reached 70; TURN and CE-LP tie on AUROC (both bold)
     assert [row[m][2].strip() for m in spec.methods] == ["60.00", "**64.00**", "55.00"]
     assert row["turn"][3].strip() == "62.00 / 58.00" and row["turn"][4].strip() == "70.00"
     assert row["ce-lp"][3].strip() == "—" and row["ce-fft"][4].strip() == "—"
     assert [row[m][7].strip() for m in spec.methods] == ["**0.910**", "0.850", "**0.910**"]
+    # issue F1: each setting's best verdicts in bold; a method without verdicts shows a dash
+    assert [row[m][8].strip() for m in spec.methods] == ["0.700", "**0.800**", "—"]
+    assert [row[m][15].strip() for m in spec.methods] == ["**0.400**", "0.300", "—"]
     # sym:0.9: TURN wins on accuracy, CE-FFT on AUROC
-    assert [row[m][8].strip() for m in spec.methods] == ["**30.00**", "22.00", "24.00"]
-    assert [row[m][13].strip() for m in spec.methods] == ["0.600", "**0.620**", "0.500"]
+    assert [row[m][9].strip() for m in spec.methods] == ["**30.00**", "22.00", "24.00"]
+    assert [row[m][14].strip() for m in spec.methods] == ["0.600", "**0.620**", "0.500"]
     assert "best / last over the logged epochs" not in md
 
 
@@ -296,7 +300,7 @@ def test_collect_only_tabulates_runs_finished_by_older_code(tmp_path, capsys):
                {"phase": "fft", "epoch": 2, "val_acc": 0.52, "test_acc": 0.62}]
     (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     (d / "summary.json").write_text(json.dumps({"best_test_acc": 0.65, "last_test_acc": 0.62, "val_selected_test_acc": 0.65,
-                                                "timings": {"total": 10.0, "extraction": 2.0}, "detection": {"auroc": 0.9}}))
+                                                "timings": {"total": 10.0, "extraction": 2.0}, "detection": {"auroc": 0.9, "issue_f1": 0.75}}))
     (d / "label_issues.csv").write_text("rank\n1\n")
     (d / "state.json").write_text(json.dumps({"finished": ["done"]}))
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(spec.to_dict()))
@@ -306,6 +310,7 @@ def test_collect_only_tabulates_runs_finished_by_older_code(tmp_path, capsys):
     # the fine-tuned model's validation pick (fft:1), not the probe's lp:2 that the old summary called the accuracy
     assert (row["test_acc"], row["test_acc_epoch"], row["test_acc_rule"]) == (0.61, "fft:1", "val-selected")
     assert (row["fine_tuned_best_test_acc"], row["fine_tuned_last_test_acc"], row["probe_best_test_acc"]) == (0.62, 0.62, 0.65)
+    assert (row["auroc"], row["issue_f1"]) == (0.9, 0.75)
     assert "| turn | **61.00** | 62.00 / 62.00 | 65.00 |" in (tmp_path / "results.md").read_text()
 
 

@@ -95,6 +95,7 @@ def cell_row(cell: Cell, bench_dir: Path) -> dict:
                    realised_noise=s.get("realised_noise"), selection=_last_selection(s.get("selection", [])),
                    selection_curve=selection_curve(s.get("selection", [])),
                    auroc=(s.get("detection") or {}).get("auroc"),
+                   issue_f1=(s.get("detection") or {}).get("issue_f1"),
                    precision_at_k=(s.get("detection") or {}).get("precision_at_k"),
                    **noise_rate_columns(s.get("noise_rate")))
     elif (path / "error.txt").exists():
@@ -107,7 +108,7 @@ def cell_row(cell: Cell, bench_dir: Path) -> dict:
     return row
 
 
-_MEAN_KEYS = ACC_KEYS + ("time_total", "time_train", "auroc", "precision_at_k") + NOISE_KEYS
+_MEAN_KEYS = ACC_KEYS + ("time_total", "time_train", "auroc", "issue_f1", "precision_at_k") + NOISE_KEYS
 
 
 def _mean_std(values: list) -> tuple[Optional[float], Optional[float]]:
@@ -151,7 +152,7 @@ def _pct(v: Optional[float]) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
-N_COLUMNS = 6  # per noise setting: headline accuracy, fine-tuned best / last, probe best, time, selection, AUROC
+N_COLUMNS = 7  # per noise setting: headline accuracy, fine-tuned best / last, probe best, time, selection, AUROC, issue F1
 
 
 def headline_rule(spec: dict) -> str:
@@ -171,7 +172,7 @@ def _winners(aggs: list[dict], key: str, digits: int) -> Optional[float]:
 
 
 def _cell_text(agg: Optional[dict], rule: str, best_acc: Optional[float] = None,
-               best_auroc: Optional[float] = None) -> list[str]:
+               best_auroc: Optional[float] = None, best_f1: Optional[float] = None) -> list[str]:
     """The columns of one noise group for one method; the setting's winners (``best_*``) in bold."""
     if agg is None:
         return ["not in grid"] + [""] * (N_COLUMNS - 1)
@@ -193,8 +194,10 @@ def _cell_text(agg: Optional[dict], rule: str, best_acc: Optional[float] = None,
     if whole is not None and abs(whole - agg["selection_f1"]) > 5e-4:
         sel += f" (clean set F1 {whole:.3f})"
     auroc = "—" if agg["auroc"] is None else _bold(f"{agg['auroc']:.3f}", round(agg["auroc"], 3) == best_auroc)
+    f1 = agg.get("issue_f1")
+    f1 = "—" if f1 is None else _bold(f"{f1:.3f}", round(f1, 3) == best_f1)
     t = agg["time_train"]
-    return [head, tuned, probe, f"{t:.1f}" if t < 10 else f"{t:.0f}", sel, auroc]
+    return [head, tuned, probe, f"{t:.1f}" if t < 10 else f"{t:.0f}", sel, auroc, f1]
 
 
 def results_markdown(results: dict) -> str:
@@ -211,14 +214,15 @@ def results_markdown(results: dict) -> str:
              f"{c['done']} of {len(results['cells'])} cells finished"
              + "".join(f", {c[s]} {s}" for s in ("failed", "running", "pending") if c[s]) + ".",
              f"Common settings: `{json.dumps(common, sort_keys=True)}`; seeds: {spec['seeds']}.", "",
-             f"Acc ({rule}): {what} (%, mean over seeds); **bold**: the setting's best accuracy and best AUROC. "
+             f"Acc ({rule}): {what} (%, mean over seeds); **bold**: the setting's best accuracy, AUROC and issue F1. "
              "FT best / last: the fine-tuned model's best and last test accuracy over its fine-tuning epochs. "
              "LP best: the linear probe's best epoch (for a method that fine-tunes, a model it does not deliver; "
              "shown because the papers report best-over-epochs). "
              "Time: wall seconds of the method itself, feature extraction excluded (features are cached and shared). "
              "Selection: precision / recall / F1 of the last selection step against the true labels "
              "(of the samples trained on; where that is a subsample, the detector's whole clean set's F1 follows). "
-             "AUROC: the label-issue ranking against the truly wrong labels.", ""]
+             "AUROC: the label-issue ranking against the truly wrong labels. "
+             "Issue F1: the method's own `is_label_issue` verdicts against the truly wrong labels.", ""]
     for data in spec["data"]:
         for backbone in spec["backbones"]:
             lines += [f"## {data} · {backbone}", ""]
@@ -226,12 +230,12 @@ def results_markdown(results: dict) -> str:
             for noise in spec["noises"]:
                 n = noise or "given labels"
                 header += [f"{n} acc ({rule})", f"{n} FT best / last", f"{n} LP best", f"{n} time (s)",
-                           f"{n} sel. P / R / F1", f"{n} AUROC"]
+                           f"{n} sel. P / R / F1", f"{n} AUROC", f"{n} issue F1"]
             lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             best = {}
             for noise in spec["noises"]:
                 aggs = [index.get((data, backbone, noise, m)) for m in spec["methods"]]
-                best[noise] = (_winners(aggs, "test_acc", 4), _winners(aggs, "auroc", 3))
+                best[noise] = (_winners(aggs, "test_acc", 4), _winners(aggs, "auroc", 3), _winners(aggs, "issue_f1", 3))
             for method in spec["methods"]:
                 row = [method]
                 for noise in spec["noises"]:
