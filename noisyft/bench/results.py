@@ -88,15 +88,15 @@ def cell_row(cell: Cell, bench_dir: Path) -> dict:
     row = {"cell": cell.name, **dataclasses.asdict(cell)}
     if cell_finished(path):
         s = json.loads((path / SUMMARY).read_text())
+        detection = s.get("detection") or {}
         timings = s.get("timings", {})
         total = float(timings.get("total", 0.0))
         row.update(status="done", **accuracy_columns(read_jsonl(path / METRICS_LOG)),
                    time_total=total, time_train=total - float(timings.get("extraction", 0.0)), timings=timings,
                    realised_noise=s.get("realised_noise"), selection=_last_selection(s.get("selection", [])),
                    selection_curve=selection_curve(s.get("selection", [])),
-                   auroc=(s.get("detection") or {}).get("auroc"),
-                   issue_f1=(s.get("detection") or {}).get("issue_f1"),
-                   precision_at_k=(s.get("detection") or {}).get("precision_at_k"),
+                   auroc=detection.get("auroc"), issue_f1=detection.get("issue_f1"),
+                   precision_at_k=detection.get("precision_at_k"),
                    **noise_rate_columns(s.get("noise_rate")))
     elif (path / "error.txt").exists():
         lines = (path / "error.txt").read_text().strip().splitlines()
@@ -165,6 +165,11 @@ def _bold(text: str, win: bool) -> str:
     return f"**{text}**" if win else text
 
 
+def _score(value: Optional[float], best: Optional[float]) -> str:
+    """A 0–1 score to three decimals, bold where it is the setting's best; a dash where there is none."""
+    return "—" if value is None else _bold(f"{value:.3f}", round(value, 3) == best)
+
+
 def _winners(aggs: list[dict], key: str, digits: int) -> Optional[float]:
     """The best value of ``key`` among finished rows, rounded as the table shows it (ties all win)."""
     vals = [round(a[key], digits) for a in aggs if a and a["finished"] and a.get(key) is not None]
@@ -193,11 +198,9 @@ def _cell_text(agg: Optional[dict], rule: str, best_acc: Optional[float] = None,
     whole = agg.get("selection_clean_set_f1")
     if whole is not None and abs(whole - agg["selection_f1"]) > 5e-4:
         sel += f" (clean set F1 {whole:.3f})"
-    auroc = "—" if agg["auroc"] is None else _bold(f"{agg['auroc']:.3f}", round(agg["auroc"], 3) == best_auroc)
-    f1 = agg.get("issue_f1")
-    f1 = "—" if f1 is None else _bold(f"{f1:.3f}", round(f1, 3) == best_f1)
     t = agg["time_train"]
-    return [head, tuned, probe, f"{t:.1f}" if t < 10 else f"{t:.0f}", sel, auroc, f1]
+    return [head, tuned, probe, f"{t:.1f}" if t < 10 else f"{t:.0f}", sel, _score(agg["auroc"], best_auroc),
+            _score(agg.get("issue_f1"), best_f1)]
 
 
 def results_markdown(results: dict) -> str:
