@@ -5,7 +5,8 @@ batch's latency and its whole pass, with the process's memory mappings, RSS and 
 runs an empty 8-worker loader's start-up is probed. Running two methods in one process shows what a fresh
 process pays once (``benchmarks/results/gpu_warmup_h100.md``: cuDNN's run-time compilation). ``--empty-cache``
 (before the methods) hands the CUDA cache back after `consensus`'s detector, to see whether the detector's
-allocations slow what follows::
+allocations slow what follows; ``--no-fixed-shapes`` (before the methods) turns off the engine's one batch shape per
+pass on CUDA (``noisyft.features.loader.fixed_shapes``), to time a fresh run with and without it::
 
     python benchmarks/fit_phases.py $OUT/pair.json consensus ce-fft -- --data .gpudata/cifar10_5k.zip \\
         --noise sym:0.2 --image-size 96 --val-fraction 0.1 --num-workers 8
@@ -83,7 +84,10 @@ def probe(tag: str) -> None:
 def main() -> None:
     out, rest = sys.argv[1], sys.argv[2:]
     cut = rest.index("--")
-    methods, args = [m for m in rest[:cut] if m != "--empty-cache"], rest[cut + 1:]
+    flags = {"--empty-cache", "--no-fixed-shapes"}
+    methods, args = [m for m in rest[:cut] if m not in flags], rest[cut + 1:]
+    if "--no-fixed-shapes" in rest[:cut]:
+        loader.fixed_shapes = engine.fixed_shapes = lambda device: False
     if "--empty-cache" in rest[:cut]:
         import noisyft.methods.consensus as consensus
 
