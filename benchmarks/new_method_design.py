@@ -178,6 +178,20 @@ def targets_cell(noise: str, seed: int, data: str, grid: dict, extra: dict | Non
            "share_flagged": float(flags.mean()), "share_relabelled": float((cal.argmax(1) != y).mean()),
            "f1_cleanlab_flags": f1(flags, wrong), "f1_posterior_raw": f1(raw.argmax(1) != y, wrong),
            "f1_posterior": f1(cal.argmax(1) != y, wrong), "auroc_score": auroc(score, wrong), "t_detector": t_detector}
+    # verdict rules on the same posterior (f1_posterior above: its arg-max is another class): P(given label wrong)
+    # = 1 − post[given] above 0.5 (the binary Bayes rule), and the most probably wrong labels, as many as maximise the
+    # F1 the posterior itself expects (ef1, the default since §11; no truth used)
+    q = 1.0 - cal[np.arange(len(y)), y]
+    for name, flags in (("wrong", q > 0.5), ("ef1", cd.expected_f1_flags(q))):
+        row[f"share_{name}"], row[f"f1_{name}"] = float(flags.mean()), f1(flags, wrong)
+    row["expected_noise"] = float(q.mean())
+    # the cleanlab method's own verdict: find_label_issues on its out-of-fold CE probes
+    from cleanlab.filter import find_label_issues
+
+    from noisyft.methods.cleanlab_peer import out_of_fold_probs
+
+    row["f1_cleanlab_method"] = f1(find_label_issues(y, out_of_fold_probs(ctx, ctx.feature_tensor("train"), 5), n_jobs=1),
+                                   wrong)
     return row
 
 

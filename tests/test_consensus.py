@@ -184,6 +184,23 @@ def test_noise_transition_recovers_a_known_flip_rate():
     assert set(np.flatnonzero(issues)) == set(flipped)
 
 
+def test_expected_f1_flags_picks_the_set_the_probabilities_expect_to_score_best():
+    """q = [0.9, 0.05, 0.8, 0.3]: flagging the top two expects F1 2·1.7 / (2 + 2.05) = 0.84, more than one (0.59) or
+    three (0.79); the order of the samples does not matter; all-zero q flags nothing."""
+    assert cd.expected_f1_flags(np.array([0.9, 0.05, 0.8, 0.3])).tolist() == [True, False, True, False]
+    assert cd.expected_f1_flags(np.array([0.3, 0.8, 0.05, 0.9])).tolist() == [False, True, False, True]
+    assert not cd.expected_f1_flags(np.zeros(5)).any() and cd.expected_f1_flags(np.zeros(0)).shape == (0,)
+
+
+def test_posterior_issues_flag_a_probably_wrong_label_that_no_other_class_outweighs():
+    """A label the posterior gives 0.3 while no other class reaches 0.3 is probably wrong: flagged (the arg-max rule
+    kept it), beside a clear flip; a label at 0.95 is not."""
+    post = np.array([[0.3, 0.25, 0.25, 0.2], [0.95, 0.05, 0.0, 0.0], [0.9, 0.1, 0.0, 0.0]])
+    labels = np.array([0, 0, 1])
+    assert cd.posterior_issues(post, labels).tolist() == [True, False, True]
+    assert (post.argmax(1) != labels).tolist() == [False, False, True]
+
+
 def test_relabel_options_choose_the_target():
     keep = _target_loss(relabel="none")  # CE on the given label 0, which the logits favour: small
     flagged = _target_loss()  # target = sharpen(p) ≈ class 1: large

@@ -42,9 +42,9 @@ Algorithm (settings: :class:`ConsensusSettings`, read from ``extra``):
 4. The returned model is the checkpoint with the best noisy-validation accuracy among the step-2
    head and every fine-tuning epoch (the last epoch without a validation split). The label-issue
    ranking (``label_quality``) is the final consensus score (detector and temporal ensemble);
-   ``is_label_issue``: the detector's label posterior's arg-max is not the given label (out of sample,
-   as the confident joint needs; with the other relabel rules, cleanlab's ``find_label_issues`` on the
-   final prediction).
+   ``is_label_issue``: the labels the detector's label posterior makes most probably wrong, as many as
+   maximise the F1 that posterior expects (out of sample, as the confident joint needs; with the other
+   relabel rules, cleanlab's ``find_label_issues`` on the final prediction).
 """
 from __future__ import annotations
 
@@ -263,11 +263,13 @@ class RefurbishedTargets(nn.Module):
             self._update_posterior()
 
     def issues(self) -> np.ndarray:
-        """is_label_issue under the relabel rule: the detector's label posterior's arg-max differs from the label
-        (posterior), else cleanlab's find_label_issues on the current prediction."""
+        """is_label_issue under the relabel rule: the detector's label posterior's most probably wrong labels
+        (posterior: :func:`~noisyft.methods.consensus_detect.posterior_issues`), else cleanlab's find_label_issues on
+        the current prediction."""
         labels = self.labels.cpu().numpy()
         if self.s.relabel == "posterior":  # the detector's out-of-sample prediction: the model has fitted the labels
-            return cd.label_posterior(self.det_probs.cpu().numpy(), labels, self.transition.cpu().numpy()).argmax(1) != labels
+            return cd.posterior_issues(cd.label_posterior(self.det_probs.cpu().numpy(), labels,
+                                                          self.transition.cpu().numpy()), labels)
         return cd.issue_flags(self.prediction().cpu().numpy(), labels)
 
     def _estimate(self, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -425,17 +427,18 @@ def noise_model_for(probs: np.ndarray, labels: np.ndarray, s: ConsensusSettings)
 
 def detector_issues(probs: np.ndarray, labels: np.ndarray, s: ConsensusSettings,
                     noise: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """is_label_issue from the detector's prediction under the relabel rule (posterior: Bayes' arg-max ≠ label, from
-    ``noise`` when given; otherwise cleanlab's find_label_issues)."""
+    """is_label_issue from the detector's prediction under the relabel rule (posterior: the label posterior's
+    :func:`~noisyft.methods.consensus_detect.posterior_issues`, from ``noise`` when given; otherwise cleanlab's
+    find_label_issues)."""
     return cd.bayes_issues(probs, labels, noise)[1] if s.relabel == "posterior" else cd.issue_flags(probs, labels)
 
 
 CONSENSUS_LABEL_QUALITY = ("label_quality: the consensus score, the UNICON-LP heads' 1 − JSD between their prediction "
                            "and the given label (consensus: mixed with the fine-tuned model's temporal-ensemble probability "
-                           "of the given label); is_label_issue: another class is more probable than the given label under "
-                           "the label posterior (the detector's out-of-sample class distribution times the "
-                           "noise process estimated from cleanlab's confident joint; with relabel=flagged/soft/none: "
-                           "cleanlab's find_label_issues)")
+                           "of the given label); is_label_issue: the labels most probably wrong under the label posterior "
+                           "(the detector's out-of-sample class distribution times the noise process estimated from "
+                           "cleanlab's confident joint), as many as maximise the F1 the posterior itself expects; with "
+                           "relabel=flagged/soft/none: cleanlab's find_label_issues)")
 
 
 @METHODS.register("consensus-detect", settings=ConsensusSettings)
