@@ -184,15 +184,18 @@ def cmd_report(ns) -> None:
 
 
 def cmd_methods(ns) -> None:
-    """One line per method; ``-v``: each method's fine-tuning budget and settings with defaults and help."""
+    """One line per method; ``-v``: what its ``label_quality`` / ``is_label_issue`` mean (each method's own rule, so a
+    user can read its label_issues.csv), its fine-tuning budget and settings with defaults and help."""
     from noisyft.methods import METHODS
     from noisyft.methods.settings import describe_method
 
     for name in METHODS.names():
-        doc = (METHODS.get(name).__doc__ or "").strip().splitlines()
+        fn = METHODS.get(name)
+        doc = (fn.__doc__ or "").strip().splitlines()
         print(f"{name:16s} {doc[0] if doc else ''}")
         if ns.show_settings:
-            for line in describe_method(name):
+            meaning = [fn.LABEL_QUALITY] if hasattr(fn, "LABEL_QUALITY") else []
+            for line in meaning + describe_method(name):
                 print(f"{'':18s}{line}")
 
 
@@ -306,11 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fifo: every trial runs to the end; asha: stop weak trials early at equal epochs [default: fifo]")
     tun.add_argument("--no-plots", action="store_true", help="skip tune.png")
     tun.set_defaults(func=cmd_tune)
-    meth = sub.add_parser("methods", help="list the registered methods (-v: with their settings)",
-                          description="List the registered methods; -v also lists each method's settings "
-                                      "(--extra KEY=VALUE) with defaults and help, and its fine-tuning budget.")
+    meth = sub.add_parser("methods", help="list the registered methods (-v: what their label_issues.csv columns mean, "
+                                          "their settings)",
+                          description="List the registered methods; -v also says what each method's label_quality and "
+                                      "is_label_issue mean (each method's own rule), its fine-tuning budget and its "
+                                      "settings (--extra KEY=VALUE) with defaults and help.")
     meth.add_argument("-v", "--verbose", dest="show_settings", action="store_true",
-                      help="show every method's settings with defaults and help")
+                      help="show every method's label_quality / is_label_issue meaning and settings with defaults and help")
     meth.set_defaults(func=cmd_methods)
     return p
 

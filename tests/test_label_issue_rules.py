@@ -31,6 +31,15 @@ def test_every_method_documents_label_quality_in_one_uniform_line():
         assert text in fn.__doc__, name  # the docstring carries it too
 
 
+def test_methods_verbose_says_what_every_methods_label_issue_columns_mean(capsys):
+    from noisyft import cli
+
+    assert cli.main(["methods", "-v"]) in (0, None)
+    out = capsys.readouterr().out
+    for name in METHODS.names():
+        assert METHODS.get(name).LABEL_QUALITY in out, name
+
+
 def test_gmm_methods_flag_at_tau(tiny_data, tmp_path):
     df = _issues(tiny_data, tmp_path, "ce-lp", tau=0.3)
     assert (df["is_label_issue"] == (df["label_quality"] <= 0.3)).all()
