@@ -164,7 +164,7 @@ def targets_cell(noise: str, seed: int, data: str, grid: dict, extra: dict | Non
     ctx.feature_tensor("train")  # extraction (cached) outside the detector's time
     y, true = ctx.train.labels, ctx.train.true_labels
     t = time.perf_counter()
-    score, w, probs, _ = run_detector(ctx, ConsensusSettings(**(extra or {})))
+    score, w, probs, head = run_detector(ctx, ConsensusSettings(**(extra or {})))
     t_detector = time.perf_counter() - t
     pred, wrong = probs.argmax(1), y != true
     flags = cd.issue_flags(probs, y)
@@ -185,6 +185,17 @@ def targets_cell(noise: str, seed: int, data: str, grid: dict, extra: dict | Non
     for name, flags in (("wrong", q > 0.5), ("ef1", cd.expected_f1_flags(q))):
         row[f"share_{name}"], row[f"f1_{name}"] = float(flags.mean()), f1(flags, wrong)
     row["expected_noise"] = float(q.mean())
+    # the noise rate on samples the detector never trained on: the confident joint of the co-trained heads'
+    # prediction on the noisy validation split, beside the realised rate there
+    if ctx.val is not None and head is not None:
+        from noisyft.engine import head_logits
+        from noisyft.run.noise_rate import confident_joint_rates
+
+        p_val = head_logits(head, ctx.features("val"), ctx.device).float().softmax(1).numpy()
+        row["est_noise_val_cj"] = confident_joint_rates(ctx.val.labels, p_val)[0]
+        row["est_noise_val_disagree"] = float((p_val.argmax(1) != ctx.val.labels).mean())
+        if ctx.val.true_labels is not None:
+            row["realised_val"] = float((ctx.val.labels != ctx.val.true_labels).mean())
     # the cleanlab method's own verdict: find_label_issues on its out-of-fold CE probes
     from cleanlab.filter import find_label_issues
 
