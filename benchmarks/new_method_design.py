@@ -182,8 +182,8 @@ def targets_cell(noise: str, seed: int, data: str, grid: dict, extra: dict | Non
     # = 1 − post[given] above 0.5 (the binary Bayes rule), and the most probably wrong labels, as many as maximise the
     # F1 the posterior itself expects (ef1, the default since §11; no truth used)
     q = 1.0 - cal[np.arange(len(y)), y]
-    for name, flags in (("wrong", q > 0.5), ("ef1", cd.expected_f1_flags(q))):
-        row[f"share_{name}"], row[f"f1_{name}"] = float(flags.mean()), f1(flags, wrong)
+    for name, verdict in (("wrong", q > 0.5), ("ef1", cd.expected_f1_flags(q))):
+        row[f"share_{name}"], row[f"f1_{name}"] = float(verdict.mean()), f1(verdict, wrong)
     row["expected_noise"] = float(q.mean())
     # the noise rate on samples the detector never trained on: the confident joint of the co-trained heads'
     # prediction on the noisy validation split, beside the realised rate there
