@@ -75,7 +75,7 @@ def make_ctx(**kw):
 def auroc(score: np.ndarray, wrong: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
-    return float(roc_auc_score(wrong, -np.asarray(score)))
+    return float(roc_auc_score(wrong, -np.asarray(score))) if 0 < wrong.sum() < len(wrong) else float("nan")
 
 
 def f1(flags: np.ndarray, wrong: np.ndarray) -> float:
@@ -160,7 +160,7 @@ def targets_cell(noise: str, seed: int, data: str, grid: dict, extra: dict | Non
     from noisyft.methods import consensus_detect as cd
     from noisyft.methods.consensus import ConsensusSettings, run_detector
 
-    ctx = make_ctx(data=data, noise=noise, seed=seed, method="consensus", **grid)
+    ctx = make_ctx(data=data, noise=None if noise == "none" else noise, seed=seed, method="consensus", **grid)
     ctx.feature_tensor("train")  # extraction (cached) outside the detector's time
     y, true = ctx.train.labels, ctx.train.true_labels
     t = time.perf_counter()
@@ -201,9 +201,21 @@ def targets_cell(noise: str, seed: int, data: str, grid: dict, extra: dict | Non
 
     from noisyft.methods.cleanlab_peer import out_of_fold_probs
 
-    row["f1_cleanlab_method"] = f1(find_label_issues(y, out_of_fold_probs(ctx, ctx.feature_tensor("train"), 5), n_jobs=1),
-                                   wrong)
+    oof = out_of_fold_probs(ctx, ctx.feature_tensor("train"), 5)
+    row["f1_cleanlab_method"] = f1(find_label_issues(y, oof, n_jobs=1), wrong)
+    # anchor-point noise estimates (Patrini et al. 2017) on the probes (≈ P(given label | x)) and on the prediction
+    for q in (0.9, 0.97, 1.0):
+        row[f"est_noise_anchor_oof_{q}"] = anchor_noise_rate(oof, y, q)
+        row[f"est_noise_anchor_det_{q}"] = anchor_noise_rate(probs, y, q)
     return row
+
+
+def anchor_noise_rate(p: np.ndarray, labels: np.ndarray, q: float) -> float:
+    """The noise rate implied by anchor-point T (Patrini et al. 2017): row i = the class distribution of the sample at
+    the q-quantile of p_i; rate = 1 − Σ_i prior_i T_ii with the given labels' class shares as the prior."""
+    T = np.stack([p[np.argmin(np.where(p[:, i] >= np.quantile(p[:, i], q), p[:, i], np.inf))] for i in range(p.shape[1])])
+    prior = np.bincount(labels, minlength=p.shape[1]) / len(labels)
+    return float(1 - (prior * np.diag(T) / T.sum(1)).sum())
 
 
 def run_cells(args, cell) -> None:
