@@ -11,7 +11,9 @@ Two parts, each printing a table and writing JSON under ``benchmarks/results/``:
 ``targets`` (cached features, seconds per cell) how accurate the fine-tuning targets of each relabel rule
             are against the training truth (the given labels, cleanlab's flags relabelled to the
             detector's prediction, the Bayes label posterior with and without calibration) and the
-            is_label_issue F1 of each rule. No test accuracy is computed.
+            is_label_issue F1 of each rule, the method's own verdict (its held-out noise-model choice), and
+            diagnostics of the noise model (the posterior under the realised T and under an EM fit of T, the
+            frozen features' nearest-neighbour class agreement). No test accuracy is computed.
 
 ``start``   fine-tuning's epoch-0 candidate under each ``head_targets`` rule (cached features, seconds per cell):
             each head's noisy-validation accuracy and its accuracy against the training images' true labels.
@@ -164,7 +166,8 @@ def targets_cell(noise: str, seed: int, data: str, grid: dict, extra: dict | Non
     ctx.feature_tensor("train")  # extraction (cached) outside the detector's time
     y, true = ctx.train.labels, ctx.train.true_labels
     t = time.perf_counter()
-    score, w, probs, head = run_detector(ctx, ConsensusSettings(**(extra or {})))
+    det = run_detector(ctx, ConsensusSettings(**(extra or {})))
+    score, w, probs, head = det[:4]
     t_detector = time.perf_counter() - t
     pred, wrong = probs.argmax(1), y != true
     flags = cd.issue_flags(probs, y)
@@ -185,6 +188,17 @@ def targets_cell(noise: str, seed: int, data: str, grid: dict, extra: dict | Non
     for name, verdict in (("wrong", q > 0.5), ("ef1", cd.expected_f1_flags(q))):
         row[f"share_{name}"], row[f"f1_{name}"] = float(verdict.mean()), f1(verdict, wrong)
     row["expected_noise"] = float(q.mean())
+    # diagnostics of the noise model (truth used to score, never to choose): the posterior under the realised T, under
+    # the EM fit of T given the calibrated prediction; how often frozen-feature neighbours share a true class
+    row.update(posterior_columns(probs, y, true, realised_transition(y, true, probs.shape[1]), "true_T"))
+    T_em = em_transition(cd.calibrate(probs, y, T), y, T)
+    row.update(posterior_columns(probs, y, true, T_em, "em_T"), est_noise_em_T=float(1 - np.mean(T_em[y, y])))
+    row["knn2_true_agreement"] = knn_true_agreement(ctx.feature_tensor("train"), true, 2)
+    # the method's own verdict (run_detector: with a validation split, the noise model that predicts its labels best)
+    row["f1_verdict"], row["share_verdict"] = f1(det.issues, wrong), float(det.issues.mean())
+    sel = ctx.run.records("selection")[-1]
+    row["verdict_model"] = sel.get("verdict_noise_model")
+    row.update({k: v for k, v in sel.items() if k.startswith("verdict_z_")})
     # the noise rate on samples the detector never trained on: the confident joint of the co-trained heads'
     # prediction on the noisy validation split, beside the realised rate there
     if ctx.val is not None and head is not None:
@@ -218,6 +232,44 @@ def anchor_noise_rate(p: np.ndarray, labels: np.ndarray, q: float) -> float:
     return float(1 - (prior * np.diag(T) / T.sum(1)).sum())
 
 
+def realised_transition(given: np.ndarray, true: np.ndarray, num_classes: int) -> np.ndarray:
+    """The realised noise process T[k, j] = share of true class k given label j (truth: a diagnostic only)."""
+    counts = np.zeros((num_classes, num_classes))
+    np.add.at(counts, (true, given), 1)
+    counts += 1e-6
+    return counts / counts.sum(1, keepdims=True)
+
+
+def em_transition(calibrated: np.ndarray, labels: np.ndarray, T: np.ndarray, iters: int = 50) -> np.ndarray:
+    """The maximum-likelihood T given a fixed prediction (EM on Σ_i log Σ_k p_ik T[k, ȳ_i]), started from ``T``."""
+    onehot = np.eye(T.shape[0])[labels]
+    for _ in range(iters):
+        post = calibrated * T[:, labels].T
+        post /= post.sum(1, keepdims=True)
+        counts = post.T @ onehot + 1e-6
+        T = counts / counts.sum(1, keepdims=True)
+    return T
+
+
+def posterior_columns(probs: np.ndarray, y: np.ndarray, true: np.ndarray, T: np.ndarray, tag: str) -> dict:
+    """Target accuracy, ef1 verdict F1 and expected noise of the posterior of ``probs`` under the noise process ``T``."""
+    from noisyft.methods import consensus_detect as cd
+
+    post = cd.label_posterior(cd.calibrate(probs, y, T), y, T)
+    q = 1.0 - post[np.arange(len(y)), y]
+    return {f"acc_posterior_{tag}": float((post.argmax(1) == true).mean()), f"expected_noise_{tag}": float(q.mean()),
+            f"f1_ef1_{tag}": f1(cd.expected_f1_flags(q), y != true)}
+
+
+def knn_true_agreement(feats: torch.Tensor, true: np.ndarray, k: int) -> float:
+    """Share of each sample's k nearest neighbours (cosine, itself excluded) whose true class is its own."""
+    z = torch.nn.functional.normalize(feats.float(), dim=1)
+    sim = z @ z.T
+    sim.fill_diagonal_(-2.0)
+    idx = sim.topk(k, dim=1).indices.cpu().numpy()
+    return float((true[idx] == true[:, None]).mean())
+
+
 def run_cells(args, cell) -> None:
     """``cell(noise, seed)`` → row for every seed × noise; the JSON is rewritten after each row (a stopped run keeps
     its rows); the table is printed at the end."""
@@ -244,7 +296,7 @@ def start_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
 
     ctx = make_ctx(data=data, noise=noise, seed=seed, method="consensus", **grid)
     feats, y, true, c = ctx.feature_tensor("train"), ctx.train.labels, ctx.train.true_labels, ctx.cfg
-    score, w, probs, unicon = run_detector(ctx, ConsensusSettings())
+    score, w, probs, unicon = run_detector(ctx, ConsensusSettings())[:4]
     val_f, val_y = ctx.feature_tensor("val"), ctx.val.labels
     row = {"noise": noise, "seed": seed, "realised": float((y != true).mean())}
 

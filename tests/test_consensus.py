@@ -151,6 +151,21 @@ def test_end_epoch_keeps_the_detector_score():
     assert np.array_equal(t.det_score.numpy(), det) and not np.array_equal(t.score.numpy(), det)
 
 
+def test_targets_keep_the_detector_verdict_and_load_checkpoints_written_before_it():
+    """issues() reports the verdict the detector handed over (a resumed run reports the same); a checkpoint from
+    before the verdict was kept loads and falls back to the prediction's posterior."""
+    labels, probs = np.array([0, 1, 1, 0]), np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8]])
+    T, verdict = np.array([[0.6, 0.4], [0.4, 0.6]]), np.array([False, False, True, True])
+    t = RefurbishedTargets(labels, np.ones(4), probs, np.ones(4), ConsensusSettings(), transition=T, verdict=verdict)
+    assert t.issues().tolist() == verdict.tolist()
+    old = {k: v for k, v in t.state_dict().items() if k not in ("verdict", "has_verdict")}
+    fresh = RefurbishedTargets(labels, np.zeros(4), np.full((4, 2), 0.5), np.ones(4), ConsensusSettings(), transition=T,
+                               verdict=np.zeros(4, bool))
+    fresh.load_state_dict(old)
+    assert fresh.issues().tolist() == cd.posterior_issues(cd.label_posterior(probs, labels, T), labels).tolist()
+    assert fresh.issues().tolist() == [False, True, False, True]  # the prediction outweighs labels 1 and 3
+
+
 def _target_loss(transition=None, **settings) -> float:
     """The fine-tuning loss on one sample labelled 0 that the detector flags and predicts as class 1 (p = 0.7)."""
     s = ConsensusSettings(elr_lambda=0.0, **{"relabel": "flagged", **settings})
@@ -201,6 +216,36 @@ def test_posterior_issues_flag_a_probably_wrong_label_that_no_other_class_outwei
     assert (post.argmax(1) != labels).tolist() == [False, False, True]
 
 
+def _noisy_world(n: int, flip: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(true classes, given labels) of ``n`` samples, 4 classes, a share ``flip`` of labels replaced by another class."""
+    true = rng.integers(0, 4, n)
+    flipped = rng.random(n) < flip
+    return true, np.where(flipped, (true + rng.integers(1, 4, n)) % 4, true)
+
+
+def _confident(classes: np.ndarray, p: float = 0.7) -> np.ndarray:
+    """Class distributions putting ``p`` on ``classes`` and the rest evenly on the other three."""
+    out = np.full((len(classes), 4), (1 - p) / 3)
+    out[np.arange(len(classes)), classes] = p
+    return out
+
+
+def test_held_out_labels_choose_the_noise_model_that_did_not_fit_the_labels():
+    """At 75 % noise a detector that has fitted the training labels explains them with little noise and so mispredicts
+    held-out labels; one that predicts the true class (as out-of-fold probes do) wins there, by a wide margin."""
+    rng = np.random.default_rng(0)
+    true, given = _noisy_world(2000, 0.75, rng)
+    vtrue, vgiven = _noisy_world(400, 0.75, rng)
+    fitted = (_confident(given), _confident(vtrue))     # in sample it predicts the given label; held out, the class
+    honest = (_confident(true), _confident(vtrue))
+    chosen, z = cd.choose_noise_model({"prediction": fitted, "oof": honest}, given, vgiven, "prediction")
+    assert chosen == "oof" and z["oof"] > 5
+    # the same evidence under a margin it does not reach, and a candidate equal to the default: the default stays
+    assert cd.choose_noise_model({"prediction": fitted, "oof": honest}, given, vgiven, "prediction", 1e9)[0] == "prediction"
+    chosen, z = cd.choose_noise_model({"prediction": honest, "cotrain": honest}, given, vgiven, "prediction")
+    assert chosen == "prediction" and z["cotrain"] == 0.0
+
+
 def test_relabel_options_choose_the_target():
     keep = _target_loss(relabel="none")  # CE on the given label 0, which the logits favour: small
     flagged = _target_loss()  # target = sharpen(p) ≈ class 1: large
@@ -240,6 +285,9 @@ def test_consensus_ranks_wrong_labels_and_trains_on_everyone(runs):
     # the co-trained heads' epochs (all 15: too few samples to halve them), then fft:0 (the refurbished start) … fft:2
     assert mine[0]["cotrain_epochs"] == 15 and 0 <= mine[0]["noise_estimate_oof"] <= 1
     assert mine[0]["components"] == ["oof", "cotrain"]  # the probes stay in the prediction (the rule is opt-in)
+    # with a validation split the verdict's noise model is chosen on it, against both components alone
+    assert mine[0]["verdict_noise_model"] in ("prediction", "oof", "cotrain")
+    assert set(k for k in mine[0] if k.startswith("verdict_z_")) == {"verdict_z_oof", "verdict_z_cotrain"}
     assert [m["phase"] for m in metrics] == ["lp"] * mine[0]["cotrain_epochs"] + ["fft"] * 3
     n = len(pd.read_csv(d / "labels.csv"))
     assert [m.get("n_train") for m in metrics if m["phase"] == "fft"] == [None, n, n]  # every training sample, none discarded
@@ -270,6 +318,8 @@ def test_consensus_returns_the_best_noisy_validation_checkpoint(runs):
 
 def test_consensus_detect_alone(runs):
     _, det = runs
+    sel = [json.loads(line) for line in (det.run_dir / "selection.jsonl").read_text().splitlines()]
+    assert not any("verdict_noise_model" in r for r in sel)  # no validation split: the prediction's noise model
     metrics = [json.loads(line) for line in (det.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(m["phase"] == "lp" for m in metrics)
     assert det.summary["detection"]["auroc"] > 0.8

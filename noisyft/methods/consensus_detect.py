@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisyft.config import OptimConfig
-from noisyft.methods.linear_probe import out_of_fold_probs
+from noisyft.methods.linear_probe import FoldProbes, fit_out_of_fold
 from noisyft.run.noise_rate import calibrated_joint
 from noisyft.selection import fit_per_class_gmm
 
@@ -50,6 +50,7 @@ class DetectorScores:
 
     scores: dict = field(default_factory=dict)   # name → (N,) float in [0, 1]
     probs: dict = field(default_factory=dict)    # name → (N, C) class distribution (rows sum to 1)
+    val_probs: dict = field(default_factory=dict)  # name → (M, C) on held-out samples (the validation split), if asked
 
 
 def rank01(x: np.ndarray) -> np.ndarray:
@@ -75,10 +76,18 @@ def ensemble_score(scores: Sequence[np.ndarray], how: str = "rank") -> np.ndarra
 
 def oof_probs(feats: torch.Tensor, labels: np.ndarray, num_classes: int, *, folds: int = 5, epochs: int = 20,
               optim: OptimConfig, batch_size: int = 128, seed: int = 0, loss: str = "ce") -> np.ndarray:
-    """(N, C) out-of-fold probabilities of ``loss`` probes (the shared :func:`out_of_fold_probs`, salted apart
-    from cleanlab's so the two detectors draw independent probes)."""
-    return out_of_fold_probs(feats, labels, num_classes, folds=folds, epochs=epochs, optim=optim, batch_size=batch_size,
-                             seed=seed, salt_base=60, loss=loss)
+    """(N, C) out-of-fold probabilities of ``loss`` probes (the shared
+    :func:`~noisyft.methods.linear_probe.fit_out_of_fold`, salted apart from cleanlab's so the two detectors draw
+    independent probes)."""
+    return oof_probes(feats, labels, num_classes, folds=folds, epochs=epochs, optim=optim, batch_size=batch_size,
+                      seed=seed, loss=loss).probs
+
+
+def oof_probes(feats: torch.Tensor, labels: np.ndarray, num_classes: int, *, folds: int, epochs: int, optim: OptimConfig,
+               batch_size: int, seed: int, loss: str) -> FoldProbes:
+    """:func:`oof_probs`'s probes themselves (their out-of-fold probabilities and the K heads)."""
+    return fit_out_of_fold(feats, labels, num_classes, folds=folds, epochs=epochs, optim=optim, batch_size=batch_size,
+                           seed=seed, salt_base=60, loss=loss)
 
 
 @torch.no_grad()
@@ -172,26 +181,31 @@ def label_posterior(probs: np.ndarray, labels: np.ndarray, transition: np.ndarra
     return np.where(total > 0, post / np.where(total > 0, total, 1.0), onehot).astype(np.float32)
 
 
-def calibrate(probs: np.ndarray, labels: np.ndarray, transition: np.ndarray, max_rows: int = 100_000) -> np.ndarray:
-    """``probs`` tempered (p^(1/τ), renormalised) with the τ under which the noise model best explains the given
-    labels: the maximum of Σ_i log Σ_k p_ik(τ)·T[k, ȳ_i] over a grid of τ (on at most ``max_rows`` rows).
+def temper(probs: np.ndarray, tau: float) -> np.ndarray:
+    """``probs`` tempered: p^(1/τ), renormalised per row (float64)."""
+    z = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)) / tau
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray, transition: np.ndarray, max_rows: int = 100_000) -> float:
+    """The τ under which the noise model best explains the given labels: the maximum of
+    Σ_i log Σ_k p_ik(τ)·T[k, ȳ_i] over a grid of τ (on at most ``max_rows`` rows).
 
     Why: Bayes' rule weighs the prediction against T's diagonal, so it needs probabilities on T's scale; a
     detector's heads can be under- or over-confident. Fitting τ on the given labels needs no clean data.
     """
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)
     labels = np.asarray(labels, dtype=np.int64)
-    rows = np.random.default_rng(0).permutation(len(p))[:max_rows] if len(p) > max_rows else slice(None)
-    logp, y, T = np.log(p[rows]), labels[rows], np.asarray(transition, dtype=np.float64)
-
-    def tempered(lp: np.ndarray, tau: float) -> np.ndarray:
-        z = lp / tau
-        z = np.exp(z - z.max(1, keepdims=True))
-        return z / z.sum(1, keepdims=True)
-
+    rows = np.random.default_rng(0).permutation(len(labels))[:max_rows] if len(labels) > max_rows else slice(None)
+    p, y, T = np.asarray(probs)[rows], labels[rows], np.asarray(transition, dtype=np.float64)
     taus = np.geomspace(0.1, 10.0, 41)
-    nll = [-np.log(np.clip((tempered(logp, t) * T[:, y].T).sum(1), 1e-300, None)).mean() for t in taus]
-    return tempered(np.log(p), float(taus[int(np.argmin(nll))]))
+    nll = [-np.log(np.clip((temper(p, t) * T[:, y].T).sum(1), 1e-300, None)).mean() for t in taus]
+    return float(taus[int(np.argmin(nll))])
+
+
+def calibrate(probs: np.ndarray, labels: np.ndarray, transition: np.ndarray, max_rows: int = 100_000) -> np.ndarray:
+    """``probs`` tempered with :func:`fit_temperature`'s τ (the prediction on the noise process's scale)."""
+    return temper(probs, fit_temperature(probs, labels, transition, max_rows))
 
 
 def noise_model(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,6 +248,40 @@ def bayes_issues(probs: np.ndarray, labels: np.ndarray,
     return post, posterior_issues(post, labels)
 
 
+def heldout_loglik(val_probs: np.ndarray, val_labels: np.ndarray, tau: float, transition: np.ndarray) -> np.ndarray:
+    """Per held-out sample, log P(its given label | x) under a noise model: log Σ_k p_k(x; τ) · T[k, ȳ]."""
+    y = np.asarray(val_labels, dtype=np.int64)
+    like = (temper(val_probs, tau) * np.asarray(transition, dtype=np.float64)[:, y].T).sum(1)
+    return np.log(np.clip(like, 1e-300, None))
+
+
+def choose_noise_model(candidates: dict, labels: np.ndarray, val_labels: np.ndarray, default: str,
+                       z_min: float = 2.0) -> tuple[str, dict]:
+    """Which detector's noise model the verdict uses: ``default`` unless another predicts the noisy labels of
+    held-out samples (the validation split, which no detector trained on) better by at least ``z_min`` paired
+    standard errors of the mean log-likelihood difference. Returns (name, {name: z}).
+
+    ``candidates``: name → (training class distributions (N, C), held-out ones (M, C)); each one's noise model is
+    T from its confident joint and τ from :func:`fit_temperature`, both fitted on the training labels.
+
+    Why: a detector that has seen a sample's label (the co-trained heads) partly fits it, so its noise model
+    under-states heavy noise (64 px sym-0.9: ~60 % where 81 % are wrong); out-of-fold probes over-state light
+    noise (their confident mistakes count as noise). Held-out labels judge both on equal terms, and the margin
+    keeps the default unless the evidence is clear (new_method_design.md §12).
+    """
+    ll, z = {}, {}
+    for name, (train_p, val_p) in candidates.items():
+        T = noise_transition(train_p, labels)
+        ll[name] = heldout_loglik(val_p, val_labels, fit_temperature(train_p, labels, T), T)
+    for name, values in ll.items():
+        if name != default:
+            d = values - ll[default]
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+            z[name] = float(d.mean() / se) if se > 0 else 0.0
+    best = max(z, key=z.get, default=None)
+    return (best if best is not None and z[best] >= z_min else default), z
+
+
 def clean_posterior(score: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Per-class two-component GMM on ``1 − score``: the posterior of the low (clean) component."""
     return fit_per_class_gmm(1.0 - np.asarray(score, dtype=np.float64), labels, num_classes).clean_prob
@@ -241,13 +289,16 @@ def clean_posterior(score: np.ndarray, labels: np.ndarray, num_classes: int) -> 
 
 def detect(feats: torch.Tensor, labels: np.ndarray, num_classes: int, *, components: Sequence[str], folds: int,
            epochs: int, optim: OptimConfig, batch_size: int, seed: int, k: int, knn_temperature: float,
-           oof_loss: str = "ce") -> DetectorScores:
-    """The pure components (``oof``, ``knn``) on cached features; ``cotrain`` is :func:`cotrain_scores`."""
+           oof_loss: str = "ce", val_feats: torch.Tensor | None = None) -> DetectorScores:
+    """The pure components (``oof``, ``knn``) on cached features; ``cotrain`` is :func:`cotrain_scores`.
+    ``val_feats``: held-out samples the probes also predict (their mean, in ``val_probs``)."""
     out = DetectorScores()
     if "oof" in components:
-        p = oof_probs(feats, labels, num_classes, folds=folds, epochs=epochs, optim=optim, batch_size=batch_size, seed=seed,
-                      loss=oof_loss)
-        out.probs["oof"], out.scores["oof"] = p, given_prob(p, labels)
+        probes = oof_probes(feats, labels, num_classes, folds=folds, epochs=epochs, optim=optim, batch_size=batch_size,
+                            seed=seed, loss=oof_loss)
+        out.probs["oof"], out.scores["oof"] = probes.probs, given_prob(probes.probs, labels)
+        if val_feats is not None:
+            out.val_probs["oof"] = probes.predict(val_feats)
     if "knn" in components:
         p = knn_probs(feats, labels, num_classes, k=k, temperature=knn_temperature)
         out.probs["knn"], out.scores["knn"] = p, given_prob(p, labels)

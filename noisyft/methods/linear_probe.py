@@ -8,6 +8,8 @@ finished LP epoch with the same numbers as an uninterrupted one.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -129,10 +131,24 @@ def fit_probes(feats: torch.Tensor, labels: torch.Tensor, folds: list[np.ndarray
     return [heads.head(k) for k in range(len(folds))]
 
 
+@dataclass
+class FoldProbes:
+    """K probes, each trained on all folds but one, and their out-of-fold probabilities."""
+
+    probs: np.ndarray            # (N, C) float64: row i from the probe that never saw sample i
+    heads: list[nn.Linear]
+
+    @torch.no_grad()
+    def predict(self, feats: torch.Tensor) -> np.ndarray:
+        """(M, C) float64 probabilities of samples none of the probes trained on: the K probes' mean."""
+        probs = [head.eval()(feats).float().softmax(1).cpu().double().numpy() for head in self.heads]
+        return np.mean(probs, axis=0)
+
+
 @torch.no_grad()
-def out_of_fold_probs(feats: torch.Tensor, labels: np.ndarray, num_classes: int, *, folds: int, epochs: int,
-                      optim: OptimConfig, batch_size: int, seed: int, salt_base: int, loss: str = "ce") -> np.ndarray:
-    """(N, C) float64 probabilities, each row from a probe that never saw that sample.
+def fit_out_of_fold(feats: torch.Tensor, labels: np.ndarray, num_classes: int, *, folds: int, epochs: int,
+                    optim: OptimConfig, batch_size: int, seed: int, salt_base: int, loss: str = "ce") -> FoldProbes:
+    """K stratified probes and the (N, C) probabilities each row gets from the probe that never saw that sample.
 
     Folds are stratified by the given label; their number is capped by the largest class's size (at
     least 2), as scikit-learn's ``StratifiedKFold`` requires.
@@ -150,4 +166,11 @@ def out_of_fold_probs(feats: torch.Tensor, labels: np.ndarray, num_classes: int,
     for head, (_, held) in zip(heads, split):
         head.eval()
         probs[held] = head(feats[torch.as_tensor(held).to(feats.device)]).float().softmax(1).cpu().numpy()
-    return probs
+    return FoldProbes(probs, heads)
+
+
+def out_of_fold_probs(feats: torch.Tensor, labels: np.ndarray, num_classes: int, *, folds: int, epochs: int,
+                      optim: OptimConfig, batch_size: int, seed: int, salt_base: int, loss: str = "ce") -> np.ndarray:
+    """(N, C) float64 probabilities, each row from a probe that never saw that sample (:func:`fit_out_of_fold`)."""
+    return fit_out_of_fold(feats, labels, num_classes, folds=folds, epochs=epochs, optim=optim, batch_size=batch_size,
+                           seed=seed, salt_base=salt_base, loss=loss).probs
