@@ -28,8 +28,9 @@ EXTRA = {"small-loss-lp": {"warmup": 1}, "small-loss-fft": {"warmup_fft": 1}, "u
          "deft": {"detect_epochs": 2, "warmup": 1, "detect_batch_size": 16, "n_ctx": 4, "vpt_tokens": 4, "lr": 0.003},
          "clip-label-match": {}}
 CLIP_METHODS = ("deft", "clip-label-match")
-# a validation split smaller than one batch (7 images): one rank of two evaluates none of it
-CONFIG = {"deft": {"val_fraction": 0.1}, "clip-label-match": {"val_fraction": 0.1}}
+# a validation split smaller than one batch (7 images): one rank of two evaluates none of it; consensus-detect's
+# verdict chooses its noise model on it (every rank must choose the same)
+CONFIG = {"deft": {"val_fraction": 0.1}, "clip-label-match": {"val_fraction": 0.1}, "consensus-detect": {"val_fraction": 0.1}}
 
 
 def main(data: str, out: str, state: str, methods: str) -> None:

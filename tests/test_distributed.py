@@ -263,6 +263,8 @@ def test_more_methods_on_two_processes_match_one(method_runs, method):
         m1, m2 = ([json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (one, two))
         assert m1 and _close_records(m1, m2, LOSS_TOL)
         assert method not in CLIP_METHODS or all("val_acc" in m for m in m1 if m["phase"] == "fft")
+    if method == "consensus-detect":  # its verdict's noise model was chosen on the validation split, by both
+        assert any("verdict_noise_model" in r for r in sel1)  # (sel1 == sel2 above: the same choice and z)
     if method in EXACT_DETECTION:
         pd.testing.assert_series_equal(i1["label_quality"], i2["label_quality"], check_exact=True)
     if method in FEATURE_ONLY:
