@@ -234,9 +234,9 @@ def anchor_noise_rate(p: np.ndarray, labels: np.ndarray, q: float) -> float:
 
 def realised_transition(given: np.ndarray, true: np.ndarray, num_classes: int) -> np.ndarray:
     """The realised noise process T[k, j] = share of true class k given label j (truth: a diagnostic only)."""
-    counts = np.zeros((num_classes, num_classes))
-    np.add.at(counts, (true, given), 1)
-    counts += 1e-6
+    from noisyft.data.noise import transition_matrix
+
+    counts = transition_matrix(true, given, num_classes) + 1e-6
     return counts / counts.sum(1, keepdims=True)
 
 

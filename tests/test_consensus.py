@@ -230,6 +230,12 @@ def _confident(classes: np.ndarray, p: float = 0.7) -> np.ndarray:
     return out
 
 
+def _choose(candidates: dict, labels, val_labels, default: str, *z_min) -> tuple[str, dict]:
+    """choose_noise_model on name → (training class distributions, held-out ones), each model fitted here."""
+    models = {name: cd.fit_noise_model(train, labels) for name, (train, _) in candidates.items()}
+    return cd.choose_noise_model(models, {name: val for name, (_, val) in candidates.items()}, val_labels, default, *z_min)
+
+
 def test_held_out_labels_choose_the_noise_model_that_did_not_fit_the_labels():
     """At 75 % noise a detector that has fitted the training labels explains them with little noise and so mispredicts
     held-out labels; one that predicts the true class (as out-of-fold probes do) wins there, by a wide margin."""
@@ -238,11 +244,11 @@ def test_held_out_labels_choose_the_noise_model_that_did_not_fit_the_labels():
     vtrue, vgiven = _noisy_world(400, 0.75, rng)
     fitted = (_confident(given), _confident(vtrue))     # in sample it predicts the given label; held out, the class
     honest = (_confident(true), _confident(vtrue))
-    chosen, z = cd.choose_noise_model({"prediction": fitted, "oof": honest}, given, vgiven, "prediction")
+    chosen, z = _choose({"prediction": fitted, "oof": honest}, given, vgiven, "prediction")
     assert chosen == "oof" and z["oof"] > 5
     # the same evidence under a margin it does not reach, and a candidate equal to the default: the default stays
-    assert cd.choose_noise_model({"prediction": fitted, "oof": honest}, given, vgiven, "prediction", 1e9)[0] == "prediction"
-    chosen, z = cd.choose_noise_model({"prediction": honest, "cotrain": honest}, given, vgiven, "prediction")
+    assert _choose({"prediction": fitted, "oof": honest}, given, vgiven, "prediction", 1e9)[0] == "prediction"
+    chosen, z = _choose({"prediction": honest, "cotrain": honest}, given, vgiven, "prediction")
     assert chosen == "prediction" and z["cotrain"] == 0.0
 
 

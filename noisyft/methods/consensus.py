@@ -187,9 +187,11 @@ class RefurbishedTargets(nn.Module):
         self.elr = ELR(n, c, beta=s.elr_beta, lam=s.elr_lambda)
         self.register_buffer("flags", torch.as_tensor(np.zeros(n, bool) if flags is None else np.asarray(flags, bool)))
         self.register_buffer("labels", torch.as_tensor(np.asarray(labels, dtype=np.int64)))
-        # the detector's is_label_issue (run_detector's verdict), kept with the run's state so a resumed run reports it
-        self.register_buffer("verdict", torch.as_tensor(np.zeros(n, bool) if verdict is None else np.asarray(verdict, bool)))
-        self.register_buffer("has_verdict", torch.tensor(verdict is not None))
+        # relabel=posterior: the detector's is_label_issue (run_detector's verdict; without one, the detector's
+        # posterior's), kept with the run's state so a resumed run reports it
+        if verdict is None:
+            verdict = posterior_verdict(det_probs, labels, transition) if transition is not None else np.zeros(n, bool)
+        self.register_buffer("verdict", torch.as_tensor(np.asarray(verdict, bool)))
         self.register_load_state_dict_pre_hook(_checkpoint_without_verdict)
         self.register_buffer("det_score", torch.as_tensor(det_score, dtype=torch.float64))
         self.register_buffer("det_probs", torch.as_tensor(det_probs, dtype=torch.float32))
@@ -279,13 +281,9 @@ class RefurbishedTargets(nn.Module):
         """is_label_issue under the relabel rule: the detector's label posterior's most probably wrong labels
         (posterior: :func:`~noisyft.methods.consensus_detect.posterior_issues`), else cleanlab's find_label_issues on
         the current prediction."""
-        labels = self.labels.cpu().numpy()
-        if bool(self.has_verdict):
+        if self.s.relabel == "posterior":  # the detector's out-of-sample verdict: the model has fitted the labels
             return self.verdict.cpu().numpy()
-        if self.s.relabel == "posterior":  # the detector's out-of-sample prediction: the model has fitted the labels
-            return cd.posterior_issues(cd.label_posterior(self.det_probs.cpu().numpy(), labels,
-                                                          self.transition.cpu().numpy()), labels)
-        return cd.issue_flags(self.prediction().cpu().numpy(), labels)
+        return cd.issue_flags(self.prediction().cpu().numpy(), self.labels.cpu().numpy())
 
     def _estimate(self, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(consensus score, clean weight w, cleanlab's flags or None) from the detector and the ensemble."""
@@ -300,11 +298,20 @@ class RefurbishedTargets(nn.Module):
         return score, w, flags
 
 
+def posterior_verdict(det_probs: np.ndarray, labels: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """The detector's posterior's is_label_issue (the prediction's noise model, no held-out choice)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return cd.posterior_issues(cd.label_posterior(np.asarray(det_probs), labels, np.asarray(transition)), labels)
+
+
 def _checkpoint_without_verdict(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """A checkpoint written before the verdict was kept: no verdict (issues() then recomputes the posterior's)."""
-    if prefix + "has_verdict" not in state_dict:
-        state_dict[prefix + "verdict"] = torch.zeros(len(state_dict[prefix + "labels"]), dtype=torch.bool)
-        state_dict[prefix + "has_verdict"] = torch.tensor(False)
+    """A checkpoint written before the verdict was kept: its own detector posterior's verdict, as it reported then."""
+    if prefix + "verdict" in state_dict:
+        return
+    labels, T = state_dict[prefix + "labels"].cpu().numpy(), state_dict[prefix + "transition"].cpu().numpy()
+    verdict = posterior_verdict(state_dict[prefix + "det_probs"].cpu().numpy(), labels, T) if len(T) else \
+        np.zeros(len(labels), bool)
+    state_dict[prefix + "verdict"] = torch.as_tensor(verdict)
 
 
 class _SoftTargets(nn.Module):
@@ -442,8 +449,9 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> Detection:
         w = cd.clean_posterior(score, labels, ctx.num_classes)
         predictors = prediction_components(s, estimate, len(labels))
         probs = np.mean([det.probs[c] for c in predictors], axis=0)
-        noise = noise_model_for(probs, labels, s)
-        issues, verdict = detector_verdict(det, predictors, probs, noise, labels, ctx.val.labels if held_out else None, s)
+        fitted = noise_model_for(probs, labels, s)
+        noise = None if fitted is None else (fitted.calibrated(probs), fitted.transition)
+        issues, verdict = detector_verdict(det, predictors, probs, fitted, labels, ctx.val.labels if held_out else None, s)
         stats.update(components=predictors, score_components=s.score_component_list, **verdict)
         if ctx.train.true_labels is not None:
             from sklearn.metrics import roc_auc_score
@@ -456,13 +464,12 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> Detection:
     return Detection(score, w, probs, head, noise, issues)
 
 
-def detector_verdict(det: cd.DetectorScores, predictors: list[str], probs: np.ndarray,
-                     noise: tuple[np.ndarray, np.ndarray] | None, labels: np.ndarray, val_labels: np.ndarray | None,
-                     s: ConsensusSettings) -> tuple[np.ndarray, dict]:
-    """(is_label_issue, what to log): the label posterior's most probably wrong labels (relabel=posterior), from the
-    prediction's noise model — or, with held-out ``val_labels``, from the out-of-fold probes' or the co-trained heads'
-    alone when :func:`~noisyft.methods.consensus_detect.choose_noise_model` finds it predicts them clearly better;
-    cleanlab's find_label_issues on the prediction under the other relabel rules.
+def detector_verdict(det: cd.DetectorScores, predictors: list[str], probs: np.ndarray, fitted: cd.NoiseModel | None,
+                     labels: np.ndarray, val_labels: np.ndarray | None, s: ConsensusSettings) -> tuple[np.ndarray, dict]:
+    """(is_label_issue, what to log): the label posterior's most probably wrong labels (relabel=posterior), under the
+    prediction's noise model ``fitted`` — or, with held-out ``val_labels``, under the out-of-fold probes' or the
+    co-trained heads' own when :func:`~noisyft.methods.consensus_detect.choose_noise_model` finds it predicts them
+    clearly better; cleanlab's find_label_issues on the prediction under the other relabel rules.
 
     Why: on the training truth of 64/96 px CIFAR-10 and Fashion-MNIST (new_method_design.md §12) the prediction's
     posterior gave the best verdicts except at 80 % noise, where the heads have fitted part of the labels and the
@@ -470,20 +477,22 @@ def detector_verdict(det: cd.DetectorScores, predictors: list[str], probs: np.nd
     """
     if s.relabel != "posterior":
         return cd.issue_flags(probs, labels), {}
-    if val_labels is None or not set(predictors) <= set(det.val_probs):
-        return cd.bayes_issues(probs, labels, noise)[1], {}
-    candidates = {"prediction": (probs, np.mean([det.val_probs[c] for c in predictors], axis=0))}
-    candidates.update({c: (det.probs[c], det.val_probs[c]) for c in ("oof", "cotrain") if c in det.val_probs})
-    chosen, z = cd.choose_noise_model(candidates, labels, val_labels, "prediction", s.verdict_z)
-    chosen_probs, chosen_noise = (probs, noise) if chosen == "prediction" else (candidates[chosen][0], None)
-    issues = cd.bayes_issues(chosen_probs, labels, chosen_noise)[1]
-    return issues, {"verdict_noise_model": chosen, **{f"verdict_z_{name}": v for name, v in z.items()}}
+    train, models, stats, chosen = {"prediction": probs}, {"prediction": fitted}, {}, "prediction"
+    if val_labels is not None and set(predictors) <= set(det.val_probs):
+        val = {"prediction": np.mean([det.val_probs[c] for c in predictors], axis=0)}
+        for c in ("oof", "cotrain"):
+            if c in det.val_probs:
+                train[c], val[c], models[c] = det.probs[c], det.val_probs[c], cd.fit_noise_model(det.probs[c], labels)
+        chosen, z = cd.choose_noise_model(models, val, val_labels, "prediction", s.verdict_z)
+        stats = {"verdict_noise_model": chosen, **{f"verdict_z_{name}": v for name, v in z.items()}}
+    m = models[chosen]
+    return cd.bayes_issues(train[chosen], labels, (m.calibrated(train[chosen]), m.transition))[1], stats
 
 
-def noise_model_for(probs: np.ndarray, labels: np.ndarray, s: ConsensusSettings) -> tuple[np.ndarray, np.ndarray] | None:
-    """The detector's noise model (calibrated prediction, T) when a posterior rule needs it, else None: estimated
-    once per run (deterministic numpy: every rank computes the same from the same detector)."""
-    return cd.noise_model(probs, labels) if "posterior" in (s.relabel, s.head_targets) else None
+def noise_model_for(probs: np.ndarray, labels: np.ndarray, s: ConsensusSettings) -> cd.NoiseModel | None:
+    """The detector's noise model (T, τ) when a posterior rule needs it, else None: estimated once per run
+    (deterministic numpy: every rank computes the same from the same detector)."""
+    return cd.fit_noise_model(probs, labels) if "posterior" in (s.relabel, s.head_targets) else None
 
 
 CONSENSUS_LABEL_QUALITY = ("label_quality: the consensus score, the UNICON-LP heads' 1 − JSD between their prediction "
@@ -548,7 +557,7 @@ def consensus(ctx: Context) -> MethodOutput:
             probs, transition = noise
         flags = cd.issue_flags(probs, labels) if s.relabel == "flagged" else None
         targets = RefurbishedTargets(labels, score, probs, w, s, flags=flags, q=cfg.gce_q, transition=transition,
-                                     verdict=det.issues if s.relabel == "posterior" else None).to(ctx.device)
+                                     verdict=det.issues).to(ctx.device)
         states["targets"] = targets
     everyone = np.arange(n)
     epochs = ctx.epochs_fft

@@ -208,10 +208,28 @@ def calibrate(probs: np.ndarray, labels: np.ndarray, transition: np.ndarray, max
     return temper(probs, fit_temperature(probs, labels, transition, max_rows))
 
 
+@dataclass(frozen=True)
+class NoiseModel:
+    """A detector's noise model, fitted on the training labels: the noise process T (C, C) and the temperature τ
+    that puts the detector's class distributions on T's scale."""
+
+    transition: np.ndarray
+    tau: float
+
+    def calibrated(self, probs: np.ndarray) -> np.ndarray:
+        return temper(probs, self.tau)
+
+
+def fit_noise_model(probs: np.ndarray, labels: np.ndarray) -> NoiseModel:
+    """T from the confident joint of ``probs`` (:func:`noise_transition`), τ by :func:`fit_temperature`."""
+    T = noise_transition(probs, labels)
+    return NoiseModel(T, fit_temperature(probs, labels, T))
+
+
 def noise_model(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the prediction calibrated to the noise process, T): what :func:`label_posterior` needs."""
-    T = noise_transition(probs, labels)
-    return calibrate(probs, labels, T), T
+    m = fit_noise_model(probs, labels)
+    return m.calibrated(probs), m.transition
 
 
 def expected_f1_flags(q: np.ndarray) -> np.ndarray:
@@ -255,24 +273,22 @@ def heldout_loglik(val_probs: np.ndarray, val_labels: np.ndarray, tau: float, tr
     return np.log(np.clip(like, 1e-300, None))
 
 
-def choose_noise_model(candidates: dict, labels: np.ndarray, val_labels: np.ndarray, default: str,
+def choose_noise_model(models: dict, val_probs: dict, val_labels: np.ndarray, default: str,
                        z_min: float = 2.0) -> tuple[str, dict]:
     """Which detector's noise model the verdict uses: ``default`` unless another predicts the noisy labels of
     held-out samples (the validation split, which no detector trained on) better by at least ``z_min`` paired
     standard errors of the mean log-likelihood difference. Returns (name, {name: z}).
 
-    ``candidates``: name → (training class distributions (N, C), held-out ones (M, C)); each one's noise model is
-    T from its confident joint and τ from :func:`fit_temperature`, both fitted on the training labels.
+    ``models``: name → :class:`NoiseModel` (fitted on the training labels); ``val_probs``: name → that detector's
+    class distributions of the held-out samples (M, C).
 
     Why: a detector that has seen a sample's label (the co-trained heads) partly fits it, so its noise model
     under-states heavy noise (64 px sym-0.9: ~60 % where 81 % are wrong); out-of-fold probes over-state light
     noise (their confident mistakes count as noise). Held-out labels judge both on equal terms, and the margin
     keeps the default unless the evidence is clear (new_method_design.md §12).
     """
-    ll, z = {}, {}
-    for name, (train_p, val_p) in candidates.items():
-        T = noise_transition(train_p, labels)
-        ll[name] = heldout_loglik(val_p, val_labels, fit_temperature(train_p, labels, T), T)
+    ll = {name: heldout_loglik(val_probs[name], val_labels, m.tau, m.transition) for name, m in models.items()}
+    z = {}
     for name, values in ll.items():
         if name != default:
             d = values - ll[default]
