@@ -71,7 +71,8 @@ def finish(ctx: Context, out: MethodOutput, splits: DataSplits, noise_info: dict
                                 true_labels=train.true_labels, is_issue=out.is_issue)
     run.write_frame(LABEL_ISSUES, issues)
     run.save_model(out.model, model_meta(cfg.backbone, ctx.backbone, train.classes, cfg.allow_remote_code))
-    summary = run_summary(cfg, run, issues, splits, noise_info, noise_rate=_noise_rate(ctx, out, issues))
+    summary = run_summary(cfg, run, issues, splits, noise_info, noise_rate=_noise_rate(ctx, out, issues),
+                          delivered_epoch=out.info.get("delivered_epoch"))
     summary.update(_extra_tests(ctx, out.model, splits))
     run.write_json(SUMMARY, summary)
     run.close()

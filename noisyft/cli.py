@@ -114,13 +114,13 @@ def _print_result(res, top: int = 10) -> None:
 
     # a run finished before summary.json had per-phase blocks: recompute them from its metrics log
     metrics = res.run_dir / METRICS_LOG
-    acc = s if "test_acc" in s or not metrics.exists() else accuracy_summary(read_jsonl(metrics))
+    acc = s if "test_acc" in s or not metrics.exists() else accuracy_summary(read_jsonl(metrics), s.get("delivered_epoch"))
     if headline_text(acc):
         parts.append(headline_text(acc))
-    if s.get("selection"):
-        last = s["selection"][-1]
-        if "precision" in last:
-            parts.append(f"selection P/R/F1 {last['precision']:.3f}/{last['recall']:.3f}/{last['f1']:.3f}")
+    scored = [r for r in s.get("selection") or [] if "precision" in r]  # not consensus's delivery record
+    if scored:
+        last = scored[-1]
+        parts.append(f"selection P/R/F1 {last['precision']:.3f}/{last['recall']:.3f}/{last['f1']:.3f}")
     det = s.get("detection") or {}
     if "auroc" in det:
         parts.append(f"label-issue AUROC {det['auroc']:.3f}")

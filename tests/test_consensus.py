@@ -295,6 +295,9 @@ def test_consensus_ranks_wrong_labels_and_trains_on_everyone(runs):
     assert mine[0]["verdict_noise_model"] in ("prediction", "oof", "cotrain")
     assert set(k for k in mine[0] if k.startswith("verdict_z_")) == {"verdict_z_oof", "verdict_z_cotrain"}
     assert [m["phase"] for m in metrics] == ["lp"] * mine[0]["cotrain_epochs"] + ["fft"] * 3
+    # injected noise: each epoch's validation accuracy against the split's true labels too, a diagnostic
+    assert all(0 <= m["val_true_acc"] <= 1 for m in metrics)
+    assert any(m["val_true_acc"] != m["val_acc"] for m in metrics)  # 40 % of the split's labels are wrong
     n = len(pd.read_csv(d / "labels.csv"))
     assert [m.get("n_train") for m in metrics if m["phase"] == "fft"] == [None, n, n]  # every training sample, none discarded
     det = full.summary["detection"]
@@ -308,18 +311,66 @@ def test_consensus_ranks_wrong_labels_and_trains_on_everyone(runs):
     assert df["is_label_issue"].sum() == det["n_flagged"] > 0
 
 
-def test_consensus_returns_the_best_noisy_validation_checkpoint(runs):
+def test_consensus_returns_the_checkpoint_its_validation_rule_delivers(runs):
     full, _ = runs
     d = full.run_dir
     metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
     candidates = [m for m in metrics if m["phase"] == "fft"]  # fft:0 is the refurbished-head start
     best = max(candidates, key=lambda m: m["val_acc"])  # first of the ties, as the method keeps
+    last = candidates[-1]
+    note = [r for r in (json.loads(x) for x in (d / "selection.jsonl").read_text().splitlines()) if "delivered_epoch" in r]
+    assert len(note) == 1 and note[0]["best_val_epoch"] == f"fft:{best['epoch']}"
+    z = note[0]["delivered_z"]
+    want = best if best is last or z >= 2.0 else last  # the last unless the best beats it by 2 paired SEs
+    assert note[0]["delivered_epoch"] == full.summary["delivered_epoch"] == f"fft:{want['epoch']}"
+    assert full.summary["test_acc"] == want["test_acc"] and full.summary["test_acc_epoch"] == f"fft:{want['epoch']}"
+    if want is not best:
+        assert full.summary["fine_tuned"]["val_argmax_test_acc"] == best["test_acc"]
     from noisyft.api import load_model
 
     model, _ = load_model(d)
     fresh = api.predict(d, str(d.parent / "imgs" / "test"), num_workers=0, progress=False)
     acc = (fresh["predicted_class"] == fresh["id"].str.split("/").str[0]).mean()
-    assert acc == pytest.approx(best["test_acc"])
+    assert acc == pytest.approx(want["test_acc"])
+
+
+def _offered(hits_by_epoch: list, val_accs: list):
+    """A delivery tracker offered one checkpoint per epoch (a 1-parameter model whose weight is its epoch)."""
+    from noisyft.methods.consensus import _Delivery
+
+    delivery, model = _Delivery(), torch.nn.Linear(1, 1)
+    for epoch, (hits, acc) in enumerate(zip(hits_by_epoch, val_accs)):
+        model.weight.data.fill_(epoch)
+        delivery.offer(acc, f"fft:{epoch}", model, None if hits is None else np.asarray(hits, dtype=bool))
+    return delivery
+
+
+def test_delivery_keeps_the_last_epoch_unless_validation_clearly_prefers_another():
+    from noisyft.methods.consensus import delivered_checkpoint
+
+    rng = np.random.default_rng(0)
+    last = rng.random(400) < 0.5
+    near = last.copy()
+    near[np.flatnonzero(~last)[:20]] = True
+    near[np.flatnonzero(last)[:14]] = False  # 6 more right of 34 that differ: within noise (z ~1)
+    far = last.copy()
+    far[np.flatnonzero(~last)[:40]] = True
+    far[np.flatnonzero(last)[:10]] = False  # 30 more right of 50 that differ: clear (z ~4.6)
+    for earlier, clear in ((near, False), (far, True)):
+        delivery = _offered([earlier, rng.random(400) < 0.3, last], [earlier.mean(), 0.3, last.mean()])
+        where, z = delivered_checkpoint(delivery, 2.0)
+        assert delivery.where == "fft:0" and where == ("fft:0" if clear else "fft:2"), (where, z)
+        assert (z >= 2.0) == clear and z > 0
+        assert delivered_checkpoint(delivery, 0.0)[0] == "fft:0"  # z_min 0: the arg-max, as before the rule
+        assert delivery.weights["weight"].item() == 0  # the best's weights are kept for delivery
+    # the best is the last: nothing to test
+    delivery = _offered([last, near], [last.mean(), near.mean()])
+    assert delivered_checkpoint(delivery, 2.0) == ("fft:1", 0.0)
+    # state without validation hits (a checkpoint from before the rule): its best is delivered
+    restored = _offered([None], [0.4])
+    restored.load_state_dict({"val_acc": 0.9, "where": "fft:0", "weights": None})
+    restored.offer(0.5, "fft:1", torch.nn.Linear(1, 1), last)
+    assert delivered_checkpoint(restored, 2.0) == ("fft:0", None)
 
 
 def test_consensus_detect_alone(runs):

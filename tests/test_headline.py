@@ -23,6 +23,18 @@ def test_validation_selects_within_the_delivered_phase():
     assert "(last epoch; val-selected 64.0 @ fft:2)" in headline_text(acc)
 
 
+def test_a_method_s_own_validation_rule_names_the_delivered_epoch():
+    """consensus delivers its last epoch unless an earlier one is clearly better on validation: the headline is the
+    epoch it names, and the arg-max stays beside it; an epoch it does not name (or of another phase) changes nothing."""
+    log = [dict(r, val_acc=v) for r, v in zip(TURN_LOG, (0.5, 0.9, 0.7, 0.6))]
+    assert accuracy_summary(log)["test_acc_epoch"] == "fft:1"
+    acc = accuracy_summary(log, delivered_epoch="fft:2")
+    assert (acc["test_acc"], acc["test_acc_rule"], acc["test_acc_epoch"]) == (0.64, "val-selected", "fft:2")
+    assert (acc["fine_tuned"]["val_argmax_test_acc"], acc["fine_tuned"]["val_argmax_epoch"]) == (0.66, "fft:1")
+    assert "val_argmax_test_acc" not in acc["probe"] and acc["probe"]["val_selected_epoch"] == "lp:2"
+    assert accuracy_summary(log, delivered_epoch="fft:9") == accuracy_summary(log)
+
+
 def test_probe_only_method_detector_phases_and_no_test_split():
     lp = accuracy_summary([{"phase": "lp", "epoch": e, "test_acc": a} for e, a in ((1, 0.5), (2, 0.4))])
     assert lp["delivered_phase"] == "lp" and lp["test_acc"] == 0.4 and "fine_tuned" not in lp

@@ -48,7 +48,7 @@ ACC_KEYS = ("test_acc", "last_test_acc", "val_selected_test_acc", "fine_tuned_be
             "probe_best_test_acc", "probe_last_test_acc")
 
 
-def accuracy_columns(metrics: list[dict]) -> dict:
+def accuracy_columns(metrics: list[dict], delivered_epoch: Optional[str] = None) -> dict:
     """A cell's accuracy columns, from its ``metrics.jsonl`` records (see :mod:`noisyft.run.summary`).
 
     ``test_acc`` is the delivered model's (validation-selected when the run logged validation accuracy,
@@ -56,11 +56,12 @@ def accuracy_columns(metrics: list[dict]) -> dict:
     delivered phase's; ``fine_tuned_*`` and ``probe_*`` are the ``fft`` and ``lp`` phases' own numbers.
     Computed from the log rather than ``summary.json`` so runs finished by older code tabulate too.
     """
-    acc = accuracy_summary(metrics)
+    acc = accuracy_summary(metrics, delivered_epoch)
     delivered = delivered_block(acc) or {}
     row = {"test_acc": acc.get("test_acc"), "test_acc_rule": acc.get("test_acc_rule"),
            "test_acc_epoch": acc.get("test_acc_epoch"), "delivered_phase": acc.get("delivered_phase"),
-           "last_test_acc": delivered.get("last_test_acc"), "val_selected_test_acc": delivered.get("val_selected_test_acc")}
+           "last_test_acc": delivered.get("last_test_acc"), "val_selected_test_acc": delivered.get("val_selected_test_acc"),
+           "val_argmax_test_acc": delivered.get("val_argmax_test_acc", delivered.get("val_selected_test_acc"))}
     for block in ("fine_tuned", "probe"):
         b = acc.get(block) or {}
         row.update({f"{block}_best_test_acc": b.get("best_test_acc"), f"{block}_last_test_acc": b.get("last_test_acc")})
@@ -91,7 +92,7 @@ def cell_row(cell: Cell, bench_dir: Path) -> dict:
         detection = s.get("detection") or {}
         timings = s.get("timings", {})
         total = float(timings.get("total", 0.0))
-        row.update(status="done", **accuracy_columns(read_jsonl(path / METRICS_LOG)),
+        row.update(status="done", **accuracy_columns(read_jsonl(path / METRICS_LOG), s.get("delivered_epoch")),
                    time_total=total, time_train=total - float(timings.get("extraction", 0.0)), timings=timings,
                    realised_noise=s.get("realised_noise"), selection=_last_selection(s.get("selection", [])),
                    selection_curve=selection_curve(s.get("selection", [])),

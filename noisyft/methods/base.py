@@ -19,7 +19,7 @@ from noisyft.config import FitConfig, OptimConfig
 from noisyft.data.base import LabeledSet
 from noisyft.data.transforms import eval_transform, normalize, train_transform
 from noisyft.features.decoded import decode_images, decoded_bytes
-from noisyft.engine import accuracy, decoded_logits, generator, head_logits, image_logits, train_image_epoch
+from noisyft.engine import decoded_logits, generator, head_logits, image_logits, train_image_epoch
 from noisyft.features.cache import extract_features
 from noisyft.losses import per_sample_ce
 from noisyft.methods.settings import MethodSettings, resolve_settings
@@ -80,6 +80,7 @@ class Context:
     _tensors: dict = field(default_factory=dict, repr=False)   # split → in-memory tensor of those features
     _decoded: dict = field(default_factory=dict, repr=False)   # split → decoded uint8 images, or None (over budget)
     _settings: Optional[MethodSettings] = field(default=None, repr=False)
+    val_predictions: Optional[np.ndarray] = field(default=None, repr=False)  # see log_epoch
 
     @property
     def settings(self) -> MethodSettings:
@@ -205,30 +206,41 @@ class Context:
         local = per_sample_ce(self._logits(model, split, desc, rows), torch.as_tensor(labels[rows])).numpy()
         return dist.gather_by_index(local, rows, len(labels), dst=0)
 
-    def _accuracy(self, model: nn.Module, split: str, labels: np.ndarray) -> float:
-        """Accuracy of the whole model on ``split`` against ``labels`` (every rank gets the number)."""
+    def _predictions(self, model: nn.Module, split: str) -> np.ndarray:
+        """The whole model's predicted class for every sample of ``split``, in index order (every rank gets them)."""
         if dist.world_size() <= 1:
-            return accuracy(self._logits(model, split), labels)
+            return np.asarray(self._logits(model, split).argmax(1), dtype=np.int64)
         rows = self.eval_rows(split)
         pred = self._logits(model, split, rows=rows).argmax(1).numpy().astype(np.int64)
-        full = dist.gather_by_index(pred, rows, len(labels), dst=0)
-        return dist.broadcast_object(None if full is None else
-                                     (float((full == np.asarray(labels)).mean()) if len(full) else float("nan")))
+        return dist.broadcast_object(dist.gather_by_index(pred, rows, len(getattr(self, split)), dst=0))
 
     def log_epoch(self, phase: str, epoch: int, *, head: Optional[nn.Linear] = None, model: Optional[nn.Module] = None,
                   **values) -> dict:
-        """Evaluate on test (and val) with the head on cached features or the whole model on images; log a record."""
+        """Evaluate on test (and val) with the head on cached features or the whole model on images; log a record.
+
+        The validation split's predicted classes stay in :attr:`val_predictions` (None without a split), so a method
+        can compare its epochs sample by sample on validation (``consensus``'s delivery rule does); when the split's
+        true labels are known (injected noise), ``val_true_acc`` is logged beside ``val_acc`` as a diagnostic that
+        no rule reads.
+        """
         rec = {"phase": phase, "epoch": epoch, **values}
+        self.val_predictions = None
         for split in ("val", "test"):
             data = getattr(self, split)
             if data is None:
                 continue
-            labels = data.labels if split == "val" else (data.true_labels if data.true_labels is not None else data.labels)
             if head is not None:
-                rec[f"{split}_acc"] = accuracy(head_logits(head, self.features(split), self.device), labels)
+                pred = np.asarray(head_logits(head, self.features(split), self.device).argmax(1), dtype=np.int64)
             else:
                 with self.run.phase("evaluation"):
-                    rec[f"{split}_acc"] = self._accuracy(model, split, labels)
+                    pred = self._predictions(model, split)
+            if split == "test":
+                rec["test_acc"] = _share_equal(pred, data.true_labels if data.true_labels is not None else data.labels)
+                continue
+            self.val_predictions = pred
+            rec["val_acc"] = _share_equal(pred, data.labels)
+            if data.true_labels is not None:
+                rec["val_true_acc"] = _share_equal(pred, data.true_labels)
         self.run.log("metrics", rec)
         return rec
 
@@ -277,3 +289,8 @@ def label_quality_doc(text: str):
         return fn
 
     return deco
+
+
+def _share_equal(pred: np.ndarray, labels: np.ndarray) -> float:
+    """The share of ``pred`` equal to ``labels`` (nan for an empty split)."""
+    return float((pred == np.asarray(labels)).mean()) if len(pred) else float("nan")

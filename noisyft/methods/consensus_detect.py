@@ -288,14 +288,17 @@ def choose_noise_model(models: dict, val_probs: dict, val_labels: np.ndarray, de
     keeps the default unless the evidence is clear (new_method_design.md §12).
     """
     ll = {name: heldout_loglik(val_probs[name], val_labels, m.tau, m.transition) for name, m in models.items()}
-    z = {}
-    for name, values in ll.items():
-        if name != default:
-            d = values - ll[default]
-            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
-            z[name] = float(d.mean() / se) if se > 0 else 0.0
+    z = {name: paired_z(values - ll[default]) for name, values in ll.items() if name != default}
     best = max(z, key=z.get, default=None)
     return (best if best is not None and z[best] >= z_min else default), z
+
+
+def paired_z(diff: np.ndarray) -> float:
+    """The mean of per-sample differences in standard errors (0 when they do not vary): how clearly one model beats
+    another on the same held-out samples."""
+    d = np.asarray(diff, dtype=np.float64)
+    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+    return float(d.mean() / se) if se > 0 else 0.0
 
 
 def clean_posterior(score: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

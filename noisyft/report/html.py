@@ -139,7 +139,7 @@ def _table(rows: list[tuple], header: Optional[tuple] = None) -> str:
 def summary_section(run: RunView, out: Path) -> str:
     """Headline numbers as tables: the run, accuracies, detection, selection, timings."""
     s = run.summary
-    acc = accuracy_summary(run.metrics)  # from the log, so runs older than the per-phase summary keys show them too
+    acc = accuracy_summary(run.metrics, s.get("delivered_epoch"))  # from the log, so runs older than the per-phase summary keys show them too
     keys = ("method", "backbone", "data", "noise", "realised_noise", "n_train", "n_test", "seed")
     rows = [(k.replace("_", " "), s[k]) for k in keys if s.get(k) is not None]
     if "test_acc" in acc:

@@ -31,11 +31,13 @@ DETECTOR_PHASES = ("detect", "zero-shot")  # their records carry detector_test_a
 VAL_SELECTED, LAST_EPOCH = "val-selected", "last epoch"
 
 
-def phase_block(records: list[dict], prefix: str = "") -> Optional[dict]:
+def phase_block(records: list[dict], prefix: str = "", delivered: Optional[str] = None) -> Optional[dict]:
     """Best / last / validation-selected test accuracy over ``records`` (one phase, in log order).
 
     ``prefix`` picks the keys (``detector_`` reads ``detector_test_acc`` / ``detector_val_acc``).
-    The validation-selected epoch is the first one with the highest validation accuracy.
+    The validation-selected epoch is the first one with the highest validation accuracy, unless the method says
+    which epoch its own validation rule delivered (``delivered``, e.g. ``fft:5``: ``consensus`` keeps its last epoch
+    unless an earlier one is clearly better); then that one, and ``val_argmax_*`` keep the arg-max.
     None when no record has a test accuracy.
     """
     test_key, val_key = f"{prefix}test_acc", f"{prefix}val_acc"
@@ -48,7 +50,11 @@ def phase_block(records: list[dict], prefix: str = "") -> Optional[dict]:
              "last_test_acc": tests[-1][test_key], "last_epoch": _tag(tests[-1])}
     vals = [r for r in tests if val_key in r]
     if vals:
-        chosen = max(vals, key=lambda r: r[val_key])
+        chosen = argmax = max(vals, key=lambda r: r[val_key])
+        pick = [r for r in vals if _tag(r) == delivered]
+        if pick:
+            chosen = pick[-1]
+            block.update(val_argmax_test_acc=argmax[test_key], val_argmax_epoch=_tag(argmax))
         block.update(val_selected_test_acc=chosen[test_key], val_selected_epoch=_tag(chosen),
                      val_selected_val_acc=chosen[val_key])
     return block
@@ -58,8 +64,9 @@ def _tag(record: dict) -> str:
     return f"{record['phase']}:{record['epoch']}"
 
 
-def accuracy_summary(metrics: list[dict]) -> dict:
-    """The summary keys about accuracy, computed from a run's metrics records.
+def accuracy_summary(metrics: list[dict], delivered_epoch: Optional[str] = None) -> dict:
+    """The summary keys about accuracy, computed from a run's metrics records (and ``delivered_epoch``, the epoch
+    the method's own validation rule delivered, where it has one: ``summary.json``'s key of that name).
 
     * ``probe`` / ``fine_tuned`` / ``detector`` (and ``other_phases``): :func:`phase_block` per phase;
     * ``delivered_phase``: the phase of the last record with a test accuracy (what the saved model is);
@@ -74,7 +81,7 @@ def accuracy_summary(metrics: list[dict]) -> dict:
     for r in metrics:
         by_phase.setdefault(r.get("phase", "?"), []).append(r)
     for phase, recs in by_phase.items():
-        block = phase_block(recs)
+        block = phase_block(recs, delivered=delivered_epoch)
         if block is None:
             continue
         if phase in PHASE_BLOCKS:
@@ -87,7 +94,7 @@ def accuracy_summary(metrics: list[dict]) -> dict:
     tests = [r for r in metrics if "test_acc" in r]
     if tests:
         delivered = tests[-1].get("phase", "?")
-        block = phase_block(by_phase[delivered])
+        block = phase_block(by_phase[delivered], delivered=delivered_epoch)
         out["delivered_phase"] = delivered
         if "val_selected_test_acc" in block:
             out.update(test_acc=block["val_selected_test_acc"], test_acc_rule=VAL_SELECTED,
@@ -131,9 +138,10 @@ def headline_text(acc: dict) -> Optional[str]:
 
 
 def run_summary(cfg: FitConfig, run: RunDir, issues: pd.DataFrame, splits: DataSplits, noise_info: dict,
-                noise_rate: Optional[dict] = None) -> dict:
+                noise_rate: Optional[dict] = None, delivered_epoch: Optional[str] = None) -> dict:
     """``summary.json``: the run, its accuracies phase by phase (:func:`accuracy_summary`), selection, detection,
     and the label-noise rate (``noise_rate``: estimated, confident joint, true; see :mod:`noisyft.run.noise_rate`).
+    ``delivered_epoch``: the epoch the method's own validation rule delivered, where it has one (kept in the summary).
 
     ``test_acc`` is the accuracy of what the method delivers (validation-selected epoch of the delivered
     phase with ``--val-fraction``, else its last epoch); the linear probe's numbers are in ``probe`` and
@@ -143,7 +151,9 @@ def run_summary(cfg: FitConfig, run: RunDir, issues: pd.DataFrame, splits: DataS
                "realised_noise": noise_info.get("realised_rate"), "n_train": len(splits.train),
                "n_test": 0 if splits.test is None else len(splits.test), "seed": cfg.seed,
                "timings": {**run.timings, "total": sum(run.timings.values())}}
-    summary.update(accuracy_summary(run.records("metrics")))
+    if delivered_epoch is not None:
+        summary["delivered_epoch"] = delivered_epoch
+    summary.update(accuracy_summary(run.records("metrics"), delivered_epoch))
     selection = run.records("selection")
     if selection:
         summary["selection"] = selection
