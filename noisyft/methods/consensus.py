@@ -402,10 +402,11 @@ def delivered_checkpoint(delivery: _Delivery, z_min: float) -> tuple[str, float 
     """Which epoch fine-tuning delivers, and the best's z: the best noisy-validation checkpoint when it beats the
     last epoch by at least ``z_min`` paired standard errors (or that cannot be measured), else the last.
 
-    Why: a small noisy validation split cannot tell epochs apart (64 px sym-0.9: 200 images, 81 % wrong, their
-    accuracies within a few samples of each other), and its arg-max then picks an epoch by chance; fine-tuning on
-    the label posterior with ELR keeps improving on average (mean noisy-validation accuracy is highest at the last
-    epoch at 5 of 7 settings), so the last is the default and the split must show an earlier one is better.
+    Why: a small noisy validation split cannot tell epochs apart (64 px sym-0.9: 200 images, 81 % wrong, the six
+    candidates within a dozen images of each other), and its arg-max then picks an epoch by chance; fine-tuning on
+    the label posterior with ELR keeps improving on average (mean noisy-validation accuracy is highest or tied at
+    the last epoch at 6 of 8 settings), so the last is the default and the split must show an earlier one is
+    better (new_method_design.md §13).
     """
     z = delivery.best_z()
     return (delivery.where if z is None or z >= z_min else delivery.last), z
