@@ -36,12 +36,20 @@ def cell_numbers(cell: Path) -> dict:
                for key in ("test_acc", "val_acc", "val_true_acc")}}
 
 
-def best_other(committed: list[dict], noise: str) -> tuple[str, float]:
-    """The best non-consensus method's mean validation-selected test accuracy at ``noise`` in the committed tables."""
-    rows = [r for table in committed for r in table["table"]
+def best_other(committed: dict[str, dict], noise: str) -> tuple[str, float]:
+    """The best non-consensus method's mean validation-selected test accuracy at ``noise`` in the committed tables
+    (named by method, seeds and, when several tables are given, the table's file)."""
+    rows = [(name, r) for name, table in committed.items() for r in table["table"]
             if r["noise"] == noise and not r["method"].startswith("consensus") and r.get("test_acc") is not None]
-    top = max(rows, key=lambda r: r["test_acc"])
-    return f"{top['method']} ({top['seeds']} seed{'s' if top['seeds'] > 1 else ''})", top["test_acc"]
+    name, top = max(rows, key=lambda nr: nr[1]["test_acc"])
+    where = f", {name}" if len(committed) > 1 else ""
+    return f"{top['method']} ({top['seeds']} seed{'s' if top['seeds'] > 1 else ''}{where})", top["test_acc"]
+
+
+def committed_consensus(committed: dict[str, dict]) -> dict:
+    """(noise, seed) → test accuracy of the committed ``consensus`` cells (the last table given wins)."""
+    return {(c["noise"], c["seed"]): c["test_acc"] for table in committed.values() for c in table["cells"]
+            if c["method"] == "consensus" and c.get("test_acc") is not None}
 
 
 def _z(z: float | None) -> str:
@@ -51,12 +59,18 @@ def _z(z: float | None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=Path, required=True, help="bench folder of consensus cells run with the rule")
-    ap.add_argument("--committed", type=Path, nargs="+", required=True, help="committed bench JSONs, same settings")
+    ap.add_argument("--committed", type=Path, nargs="+", required=True,
+                    help="committed bench JSONs of the same settings (the other methods; consensus cells to check)")
     ap.add_argument("--json", type=Path, required=True, help="where to write the rows")
     args = ap.parse_args()
     cells = sorted(p for p in (args.runs / "cells").glob("*") if (p / "summary.json").exists())
     runs = [cell_numbers(c) for c in cells]
-    committed = [json.loads(p.read_text()) for p in args.committed]
+    committed = {p.stem: json.loads(p.read_text()) for p in args.committed}
+    before = committed_consensus(committed)
+    same = [abs(r["argmax_test_acc"] - before[(r["noise"], r["seed"])]) < 1e-9
+            for r in runs if (r["noise"], r["seed"]) in before]
+    print(f"arg-max epoch's test accuracy equal to the committed consensus cell: {sum(same)} of {len(same)} runs "
+          f"that have one\n")
     out, order = [], list(dict.fromkeys(r["noise"] for r in runs))
     print("| noise | seeds | delivered (epochs, z) | test acc delivered | arg-max (before) | last | best other "
           "| delivered − best other |")
