@@ -100,8 +100,12 @@ class StepLosses:
 
 
 def accuracy(logits: torch.Tensor | np.ndarray, labels: np.ndarray) -> float:
-    pred = np.asarray(torch.as_tensor(logits).argmax(1))
-    return float((pred == np.asarray(labels)).mean()) if len(pred) else float("nan")
+    return hit_rate(np.asarray(torch.as_tensor(logits).argmax(1)), labels)
+
+
+def hit_rate(pred: np.ndarray, labels: np.ndarray) -> float:
+    """The share of predicted classes equal to ``labels`` (nan for an empty split)."""
+    return float((np.asarray(pred) == np.asarray(labels)).mean()) if len(pred) else float("nan")
 
 
 def train_head_epoch(head: nn.Linear, feats: torch.Tensor, labels: torch.Tensor, loss_fn: nn.Module,

@@ -19,7 +19,7 @@ from noisyft.config import FitConfig, OptimConfig
 from noisyft.data.base import LabeledSet
 from noisyft.data.transforms import eval_transform, normalize, train_transform
 from noisyft.features.decoded import decode_images, decoded_bytes
-from noisyft.engine import decoded_logits, generator, head_logits, image_logits, train_image_epoch
+from noisyft.engine import decoded_logits, generator, head_logits, hit_rate, image_logits, train_image_epoch
 from noisyft.features.cache import extract_features
 from noisyft.losses import per_sample_ce
 from noisyft.methods.settings import MethodSettings, resolve_settings
@@ -235,12 +235,12 @@ class Context:
                 with self.run.phase("evaluation"):
                     pred = self._predictions(model, split)
             if split == "test":
-                rec["test_acc"] = _share_equal(pred, data.true_labels if data.true_labels is not None else data.labels)
+                rec["test_acc"] = hit_rate(pred, data.true_labels if data.true_labels is not None else data.labels)
                 continue
             self.val_predictions = pred
-            rec["val_acc"] = _share_equal(pred, data.labels)
+            rec["val_acc"] = hit_rate(pred, data.labels)
             if data.true_labels is not None:
-                rec["val_true_acc"] = _share_equal(pred, data.true_labels)
+                rec["val_true_acc"] = hit_rate(pred, data.true_labels)
         self.run.log("metrics", rec)
         return rec
 
@@ -290,7 +290,3 @@ def label_quality_doc(text: str):
 
     return deco
 
-
-def _share_equal(pred: np.ndarray, labels: np.ndarray) -> float:
-    """The share of ``pred`` equal to ``labels`` (nan for an empty split)."""
-    return float((pred == np.asarray(labels)).mean()) if len(pred) else float("nan")
