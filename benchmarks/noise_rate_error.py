@@ -1,114 +1,104 @@
-"""The noise-rate estimate against the truth, from the committed bench results (no training).
+"""The noise rate told to the user against the truth, from the committed bench results (no training).
 
-Reads ``benchmarks/results/bench_*.json``. Cells whose runs report the ``noise_rate`` block (every run
-since the noise rate was told to the user: the consensus grids on the 64 px CIFAR-10 setting and
-Fashion-MNIST) give the exact numbers: the share the method flags (``estimated``), cleanlab's
-confident-joint estimate (``confident_joint``), the true rate of the training labels, and the absolute
-errors, overall and averaged over classes. Older cells (TURN and the baselines) predate that block;
-for the methods whose selection *is* their whole clean set, the flagged share is reconstructed as
-``1 − selected / n_train`` from the last selection epoch (``n_train`` = ``max_train`` less the
-validation share) against the realised noise of the data: an approximation, labelled so. TURN's
-selection is the class-balanced subsample of its clean set, not the clean set, so it is left out of
-the reconstruction.
+Every run prints and stores two estimates of how many training labels are wrong (``summary.json``'s
+``noise_rate`` block): the share the method itself flags (``estimated``, its ``is_label_issue``) and
+cleanlab's confident-joint estimate from the method's class probabilities (``confident_joint``). This
+compares both with the true share of wrong training labels, per setting, method and noise, averaged
+over the seeds that ran.
+
+Only today's code counts: the bench files are read in ``SOURCES`` order and a later file's cell
+replaces an earlier one of the same setting, method, noise and seed (the grids rerun with the verdict of
+``new_method_design.md`` §12 and the delivery rule of §13 come last). Grids older than the block (the
+first TURN and baseline grids) are not read.
 
     python -m benchmarks.noise_rate_error
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import RESULTS, md_table, write_results
 
-SUBSAMPLED = {"turn"}  # their selection is a class-balanced subsample of the clean set
-FIXED_SHARE = {"small-loss-lp", "small-loss-fft"}  # they keep a set fraction: no estimate at all
+SOURCES = [  # oldest first; later cells replace earlier ones of the same key
+    "bench_cifar10_64px_issue13.json", "bench_cifar10_64px_lownoise.json", "bench_cifar10_64px_verdict.json",
+    "bench_cifar10_64px_delivery.json", "bench_fmnist_issue13.json", "bench_fmnist_delivery.json",
+    "bench_cifar10_96px_gpu.json", "bench_cifar10_96px_delivery_cpu.json",
+]
 
 
-def setting(path: Path, spec: dict) -> str:
+def setting(name: str, spec: dict) -> str:
+    """A readable name of a grid's data: dataset, resolution, training images, and the GPU grid apart."""
     data = " ".join(spec.get("data", []))
-    name = "Fashion-MNIST" if "fashion" in data else "CIFAR-10" if "cifar10" in data else data
-    size = spec.get("image_size")
-    gpu = " (GPU grid)" if "gpu" in path.stem else ""
-    return f"{name} {size} px{gpu}" if size else f"{name}{gpu}"
+    label = "Fashion-MNIST" if "fashion" in data else "CIFAR-10" if "cifar10" in data else data
+    size = f" {spec['image_size']} px" if spec.get("image_size") else ""
+    n = f", {spec['max_train']:,}" if spec.get("max_train") else ", 5,000" if "5k" in data else ""
+    return f"{label}{size}{n}{' (GPU)' if 'gpu' in name else ''}"
 
 
-def exact_rows(path: Path, bench: dict) -> list[dict]:
-    rows = []
-    for c in bench["cells"]:
-        nr = c.get("noise_rate")
-        if not nr or "true" not in nr:
-            continue
-        err = nr.get("abs_error", {})
-        rows.append({"setting": setting(path, bench["spec"]), "method": c["method"], "noise": c["noise"],
-                     "seed": c.get("seed"), "true": nr["true"]["overall"], "estimated": nr["estimated"]["overall"],
-                     "est_abs_error": err.get("estimated", {}).get("overall"),
-                     "est_class_mean_abs_error": err.get("estimated", {}).get("per_class_mean"),
-                     "confident_joint": (nr.get("confident_joint") or {}).get("overall"),
-                     "cj_abs_error": (err.get("confident_joint") or {}).get("overall"),
-                     "cj_class_mean_abs_error": (err.get("confident_joint") or {}).get("per_class_mean"),
-                     "file": path.name})
-    return rows
+def cells() -> dict[tuple, dict]:
+    """Today's cell per (setting, method, noise, seed) that reports the noise-rate block with its truth."""
+    latest: dict[tuple, dict] = {}
+    for name in SOURCES:
+        bench = json.loads((RESULTS / name).read_text())
+        where = setting(name, bench["spec"])
+        for c in bench["cells"]:
+            nr = c.get("noise_rate") or {}
+            if "true" in nr:
+                latest[(where, c["method"], c["noise"] or "none", c.get("seed"))] = {**nr, "file": name}
+    return latest
 
 
-def approx_rows(path: Path, bench: dict) -> list[dict]:
-    spec = bench["spec"]
-    if "max_train" not in spec:
-        return []
-    n_train = spec["max_train"] - int(round(spec.get("val_fraction", 0) * spec["max_train"]))
-    rows = []
-    for c in bench["cells"]:
-        curve = c.get("selection_curve") or []
-        if c.get("noise_rate") or not curve or c["method"] in SUBSAMPLED | FIXED_SHARE or c.get("realised_noise") is None:
-            continue
-        est = 1 - curve[-1]["selected"] / n_train
-        rows.append({"setting": setting(path, spec), "method": c["method"], "noise": c["noise"], "seed": c.get("seed"),
-                     "true (realised)": c["realised_noise"], "estimated (1 - selected/n)": round(est, 4),
-                     "abs_error": round(abs(est - c["realised_noise"]), 4), "file": path.name})
-    return rows
-
-
-def summarise(rows: list[dict], key: str) -> list[dict]:
+def rows(latest: dict[tuple, dict]) -> list[dict]:
+    """Seed means per (setting, method, noise)."""
+    groups: dict[tuple, list[dict]] = {}
+    for (where, method, noise, _), nr in latest.items():
+        groups.setdefault((where, method, noise), []).append(nr)
     out = []
-    for s in sorted({r["setting"] for r in rows}):
-        sub = [r for r in rows if r["setting"] == s and r.get(key) is not None]
-        if sub:
-            out.append({"setting": s, "cells": len(sub), f"mean_{key}": float(np.mean([r[key] for r in sub])),
-                        f"max_{key}": float(np.max([r[key] for r in sub]))})
+    for (where, method, noise), nrs in groups.items():
+        def mean(get):
+            vals = [get(nr) for nr in nrs]
+            return float(np.mean(vals)) if all(v is not None for v in vals) else None
+        true, est = mean(lambda r: r["true"]["overall"]), mean(lambda r: r["estimated"]["overall"])
+        cj = mean(lambda r: (r.get("confident_joint") or {}).get("overall"))
+        out.append({"setting": where, "method": method, "noise": noise, "seeds": len(nrs), "true": true,
+                    "flagged": est, "flagged_abs_error": mean(lambda r: abs(r["estimated"]["overall"] - r["true"]["overall"])),
+                    "confident_joint": cj,
+                    "cj_abs_error": None if cj is None else
+                    mean(lambda r: abs(r["confident_joint"]["overall"] - r["true"]["overall"])),
+                    "file": nrs[-1]["file"]})
+    return sorted(out, key=lambda r: (r["setting"], r["method"], r["true"]))
+
+
+def summary(table: list[dict]) -> list[dict]:
+    """Mean and worst absolute error of each estimate per (setting, method), over its noise settings."""
+    out = []
+    for where, method in sorted({(r["setting"], r["method"]) for r in table}):
+        sub = [r for r in table if r["setting"] == where and r["method"] == method]
+        cj = [r["cj_abs_error"] for r in sub if r["cj_abs_error"] is not None]
+        out.append({"setting": where, "method": method, "noise settings": len(sub),
+                    "flagged mean / max abs error": f"{np.mean([r['flagged_abs_error'] for r in sub]):.3f} / "
+                                                    f"{np.max([r['flagged_abs_error'] for r in sub]):.3f}",
+                    "confident joint mean / max": f"{np.mean(cj):.3f} / {np.max(cj):.3f}" if cj else "–"})
     return out
 
 
 def main() -> None:
-    exact, approx = [], []
-    for path in sorted(RESULTS.glob("bench_*.json")):
-        bench = json.loads(path.read_text())
-        if "cells" not in bench or "spec" not in bench:
-            continue
-        exact += exact_rows(path, bench)
-        approx += approx_rows(path, bench)
-    cols = ["setting", "method", "noise", "true", "estimated", "est_abs_error", "est_class_mean_abs_error",
-            "confident_joint", "cj_abs_error", "cj_class_mean_abs_error"]
-    t_exact = md_table(exact, cols)
-    t_sum = md_table(summarise(exact, "est_abs_error") , ["setting", "cells", "mean_est_abs_error", "max_est_abs_error"])
-    t_cj = md_table(summarise(exact, "cj_abs_error"), ["setting", "cells", "mean_cj_abs_error", "max_cj_abs_error"])
-    t_approx = md_table(approx, ["setting", "method", "noise", "true (realised)", "estimated (1 - selected/n)", "abs_error"])
-    t_asum = md_table(summarise(approx, "abs_error"), ["setting", "cells", "mean_abs_error", "max_abs_error"])
-    md = ("## Exact: runs that report the noise-rate block\n\n"
-          "`estimated`: the share of training labels the method flags; `confident_joint`: cleanlab's estimate from the "
-          "method's probabilities; `true`: the real rate of the training labels; errors are absolute (rate points), "
-          "overall and averaged over classes.\n\n" + t_exact + "\n\nMean / max absolute error of the flagged share:\n\n"
-          + t_sum + "\n\nMean / max absolute error of the confident joint:\n\n" + t_cj +
-          "\n\n## Approximate: older runs without the block\n\nThe TURN and baseline grids (`bench_cifar10.json`, "
-          "`bench_fmnist.json`, `bench_cifar10_96px*.json`) predate the noise-rate block. For the methods whose selection "
-          "is their whole clean set, the flagged share is reconstructed as 1 − selected/n_train (last selection epoch) "
-          "and compared with the realised noise of the data (which includes the 10% validation share, so both sides are "
-          "approximate). TURN is left out (it selects a class-balanced subsample of its clean set), and so is small-loss "
-          "(it keeps a fixed share of each class, so its selection size is its setting, not an estimate); methods without a "
-          "selection (the plain losses) have no estimate. Rerunning those grids records the exact block.\n\n"
-          + (t_approx + "\n\n" + t_asum if approx else "(no such cells)"))
+    table = rows(cells())
+    cols = ["setting", "method", "noise", "seeds", "true", "flagged", "flagged_abs_error", "confident_joint",
+            "cj_abs_error"]
+    md = ("`flagged`: the share of training labels the method calls wrong (`is_label_issue`, the console line's "
+          "\"noise est.\"); `confident_joint`: cleanlab's estimate from the method's class probabilities (the "
+          "console line's \"cleanlab CJ\"); `true`: the share of training labels that are wrong. Means over the "
+          "seeds that ran; errors are absolute, in rate units, averaged over those seeds. Sources, in the order "
+          "later cells replace earlier ones: " + ", ".join(f"`{s}`" for s in SOURCES) + ".\n\n"
+          "Mean and worst absolute error per method, over the noise settings each ran:\n\n"
+          + md_table(summary(table), ["setting", "method", "noise settings", "flagged mean / max abs error",
+                                      "confident joint mean / max"])
+          + "\n\nEvery setting:\n\n" + md_table(table, cols))
     print(md)
-    write_results("noise_rate_error", {"exact": exact, "approximate": approx}, md)
+    write_results("noise_rate_error", {"sources": SOURCES, "rows": table}, md)
 
 
 if __name__ == "__main__":
