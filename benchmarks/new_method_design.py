@@ -21,6 +21,13 @@ Two parts, each printing a table and writing JSON under ``benchmarks/results/``:
 ``estimate`` (cached features, seconds per cell) the out-of-fold probes' noise estimate that sets the co-trained
             heads' epochs (``short_cotrain_below``), beside the realised noise.
 
+``prior``   (cached features, seconds per cell) the co-trained heads' class prior: UNICON-LP's uniform selection
+            trains them on class-balanced labelled sets, so on long-tailed data they over-predict the tail and the
+            posterior verdict under-flags it. Variants: the heads' class distributions reweighted
+            per class until their mean is the given labels' class shares, or the out-of-fold probes' mean class
+            distribution. Verdict F1, posterior target accuracy and flagged share per given class, each way,
+            against the training truth.
+
 ``fft``     full runs through ``api.fit`` for a list of methods/variants × noise settings (the GPU
             comparison): val-selected test accuracy, best/last, wall time, AUROC, issue F1.
 
@@ -287,6 +294,79 @@ def run_targets(args) -> None:
     run_cells(args, lambda noise, seed: {"extra": extra, **targets_cell(noise, seed, args.data, GRID, extra)})
 
 
+def prior_matched(probs: np.ndarray, prior: np.ndarray, iters: int = 100) -> np.ndarray:
+    """``probs`` (N, C) reweighted per class, each row renormalised, until their mean class distribution is ``prior``
+    (C,) (iterative proportional fitting; float64).
+
+    Why: UNICON-LP's uniform selection trains the co-trained heads on class-balanced labelled sets, so their
+    prediction carries a balanced class prior. On long-tailed data that inflates the tail classes, and the label
+    posterior then keeps most wrong tail labels (results/new_method_design.md §14).
+    """
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)
+    target = np.asarray(prior, dtype=np.float64) / np.sum(prior)
+    w = np.ones(p.shape[1])
+    for _ in range(iters):
+        q = p * w
+        q /= q.sum(1, keepdims=True)
+        w *= target / np.clip(q.mean(0), 1e-12, None)
+    q = p * w
+    return q / q.sum(1, keepdims=True)
+
+
+def class_prior(rule: str, labels: np.ndarray, probes: np.ndarray | None, num_classes: int) -> np.ndarray | None:
+    """The class prior the co-trained heads are matched to: ``labels`` (the given labels' class shares), ``probes``
+    (the out-of-fold probes' mean class distribution), or None (``balanced``: the heads as trained)."""
+    if rule == "labels":
+        return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes) / len(labels)
+    if rule == "probes" and probes is not None:
+        return np.asarray(probes, dtype=np.float64).mean(0)
+    return None
+
+
+def prior_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
+    """The verdict and the targets with the co-trained heads as trained (``balanced``) and reweighted to each class
+    prior of :func:`class_prior`, on the same detector run."""
+    from noisyft.methods import consensus as cons
+    from noisyft.methods import consensus_detect as cd
+
+    seen = {}
+    verdict = cons.detector_verdict
+
+    def spy(det, predictors, probs, fitted, labels, val_labels, s):
+        seen.update(det=det, predictors=predictors, val_labels=val_labels, s=s)
+        return verdict(det, predictors, probs, fitted, labels, val_labels, s)
+
+    cons.detector_verdict = spy
+    try:
+        ctx = make_ctx(data=data, noise=None if noise == "none" else noise, seed=seed, method="consensus", **grid)
+        cons.run_detector(ctx, cons.ConsensusSettings())
+    finally:
+        cons.detector_verdict = verdict
+    det, y, true = seen["det"], ctx.train.labels, ctx.train.true_labels
+    wrong, C = y != true, det.probs["oof"].shape[1]
+    row = {"noise": noise, "seed": seed, "realised": float(wrong.mean()),
+           "wrong_per_class": [round(100 * float(wrong[y == k].mean())) for k in range(C)]}
+    heads, heads_val = det.probs["cotrain"], det.val_probs.get("cotrain")
+    for tag in ("balanced", "labels", "probes"):
+        prior = class_prior(tag, y, det.probs["oof"], C)
+        det.probs["cotrain"] = heads if prior is None else prior_matched(heads, prior)
+        if heads_val is not None:
+            det.val_probs["cotrain"] = heads_val if prior is None else prior_matched(heads_val, prior)
+        probs = np.mean([det.probs[c] for c in seen["predictors"]], axis=0)
+        fitted = cd.fit_noise_model(probs, y)
+        issues, stats = verdict(det, seen["predictors"], probs, fitted, y, seen["val_labels"], seen["s"])
+        post = cd.label_posterior(fitted.calibrated(probs), y, fitted.transition)
+        row.update({f"f1_{tag}": f1(issues, wrong), f"share_{tag}": float(issues.mean()),
+                    f"acc_targets_{tag}": float((post.argmax(1) == true).mean()),
+                    f"model_{tag}": stats.get("verdict_noise_model"),
+                    f"flagged_per_class_{tag}": [round(100 * float(issues[y == k].mean())) for k in range(C)]})
+    return row
+
+
+def run_prior(args) -> None:
+    run_cells(args, lambda noise, seed: prior_cell(noise, seed, args.data, GRID))
+
+
 def start_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
     """Fine-tuning's epoch-0 candidate (the pretrained backbone with a head on the cached features) under each
     ``head_targets`` rule, beside UNICON-LP's averaged head it starts from: each head's accuracy on the noisy
@@ -399,6 +479,13 @@ def main() -> None:
     st.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     st.add_argument("--data", default=DATA)
     st.add_argument("--name", default="new_method_start")
+    pr = sub.add_parser("prior")
+    pr.add_argument("--noises", nargs="+", default=NOISES)
+    pr.add_argument("--seeds", nargs="+", type=int, default=[0])
+    pr.add_argument("--data", default=DATA)
+    pr.add_argument("--name", default="prior_matched")
+    pr.add_argument("--image-size", type=int, default=GRID["image_size"])
+    pr.add_argument("--max-train", type=int, default=GRID["max_train"])
     e = sub.add_parser("estimate")
     e.add_argument("--noises", nargs="+", default=NOISES)
     e.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -426,6 +513,9 @@ def main() -> None:
     elif args.cmd == "targets":
         GRID.update(image_size=args.image_size, max_train=args.max_train)
         run_targets(args)
+    elif args.cmd == "prior":
+        GRID.update(image_size=args.image_size, max_train=args.max_train)
+        run_prior(args)
     elif args.cmd == "start":
         run_start(args)
     elif args.cmd == "estimate":
