@@ -23,10 +23,10 @@ Two parts, each printing a table and writing JSON under ``benchmarks/results/``:
 
 ``prior``   (cached features, seconds per cell) the co-trained heads' class prior: UNICON-LP's uniform selection
             trains them on class-balanced labelled sets, so on long-tailed data they over-predict the tail and the
-            posterior verdict under-flags it. Variants: the heads' class distributions reweighted
-            per class until their mean is the given labels' class shares, those shares pulled back through the
-            estimated noise process (the true classes' prior), or the out-of-fold probes' mean class distribution. Verdict F1, posterior target accuracy and flagged share per given class, each way,
-            against the training truth.
+            posterior verdict under-flags it. Variants: the heads' class distributions reweighted per class until
+            their mean is the given labels' class shares, those shares pulled back through the estimated noise
+            process (the true classes' prior), or the out-of-fold probes' mean class distribution. Verdict F1,
+            posterior target accuracy and flagged share per given class, each way, against the training truth.
 
 ``fft``     full runs through ``api.fit`` for a list of methods/variants × noise settings (the GPU
             comparison): val-selected test accuracy, best/last, wall time, AUROC, issue F1.

@@ -524,9 +524,10 @@ def test_low_noise_estimate_halves_the_co_trained_heads_epochs(tmp_path):
 
 
 def test_prior_matched_takes_the_asked_class_prior_and_keeps_rows_distributions():
-    """The design study's class-prior variant of the co-trained heads (new_method_design.py prior, §14; not a setting:
-    measured worse on the balanced grids). The reweighted class distributions' mean is the asked prior; rows still sum to 1; the prior they already have
-    is a no-op; on long-tailed labels it raises the posterior doubt about a tail label on a head-looking sample."""
+    """The design study's class-prior variant of the co-trained heads (new_method_design.py prior, §14; not a
+    setting: measured worse on the balanced grids). The reweighted class distributions' mean is the asked prior;
+    rows still sum to 1; the prior they already have is a no-op; on long-tailed labels it raises the posterior
+    doubt about a tail label on a head-looking sample."""
     from benchmarks.new_method_design import prior_matched
 
     rng = np.random.default_rng(0)
@@ -552,3 +553,8 @@ def test_class_prior_rules():
     np.testing.assert_allclose(class_prior("probes", labels, probes, 2), [0.75, 0.25])
     assert class_prior("balanced", labels, probes, 2) is None
     assert class_prior("probes", labels, None, 2) is None  # no probes in the prediction: the heads as trained
+    np.testing.assert_allclose(class_prior("true", labels, probes, 2, np.eye(2)), [0.75, 0.25])  # no noise
+    # true shares [0.9, 0.1] under T (class 0 keeps 0.8, sends 0.2 to class 1) give the labels [0.72, 0.28]
+    T = np.array([[0.8, 0.2], [0.0, 1.0]])
+    given = np.array([0] * 72 + [1] * 28)
+    np.testing.assert_allclose(class_prior("true", given, probes, 2, T), [0.9, 0.1], atol=1e-9)
