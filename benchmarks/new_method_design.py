@@ -353,7 +353,7 @@ def prior_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
     row = {"noise": noise, "seed": seed, "realised": float(wrong.mean()),
            "wrong_per_class": [round(100 * float(wrong[y == k].mean())) for k in range(C)]}
     heads, heads_val = det.probs["cotrain"], det.val_probs.get("cotrain")
-    transition = cd.fit_noise_model(np.mean([det.probs[c] for c in seen["predictors"]], axis=0), y).transition
+    transition = None  # the as-trained prediction's noise process (the first tag's), which `true` pulls back through
     for tag in ("balanced", "labels", "true", "probes"):
         prior = class_prior(tag, y, det.probs["oof"], C, transition)
         det.probs["cotrain"] = heads if prior is None else prior_matched(heads, prior)
@@ -361,6 +361,7 @@ def prior_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
             det.val_probs["cotrain"] = heads_val if prior is None else prior_matched(heads_val, prior)
         probs = np.mean([det.probs[c] for c in seen["predictors"]], axis=0)
         fitted = cd.fit_noise_model(probs, y)
+        transition = fitted.transition if transition is None else transition
         issues, stats = verdict(det, seen["predictors"], probs, fitted, y, seen["val_labels"], seen["s"])
         post = cd.label_posterior(fitted.calibrated(probs), y, fitted.transition)
         row.update({f"f1_{tag}": f1(issues, wrong), f"share_{tag}": float(issues.mean()),
@@ -465,54 +466,38 @@ def run_fft(args) -> None:
     print(md_table(rows, ["noise", "seed", "method", "val", "val_sel", "best", "last", "time", "auroc", "issue_f1"]))
 
 
+def _subcommand(sub, cmd: str, seeds: list[int], name: str | None = None, sized: bool = False):
+    """A subcommand with the cell loop's arguments: noise settings, seeds, data (and the results' name, the image
+    size and training-set cap when it takes them)."""
+    p = sub.add_parser(cmd)
+    p.add_argument("--noises", nargs="+", default=NOISES)
+    p.add_argument("--seeds", nargs="+", type=int, default=seeds)
+    p.add_argument("--data", default=DATA)
+    if name is not None:
+        p.add_argument("--name", default=name)
+    if sized:
+        p.add_argument("--image-size", type=int, default=GRID["image_size"])
+        p.add_argument("--max-train", type=int, default=GRID["max_train"])
+    return p
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("detect")
-    d.add_argument("--noises", nargs="+", default=NOISES)
-    d.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    d.add_argument("--data", default=DATA)
-    t = sub.add_parser("targets")
-    t.add_argument("--noises", nargs="+", default=NOISES)
-    t.add_argument("--seeds", nargs="+", type=int, default=[0])
-    t.add_argument("--data", default=DATA)
-    t.add_argument("--name", default="new_method_targets")
-    t.add_argument("--image-size", type=int, default=GRID["image_size"])
-    t.add_argument("--max-train", type=int, default=GRID["max_train"])
+    _subcommand(sub, "detect", [0, 1])
+    t = _subcommand(sub, "targets", [0], "new_method_targets", sized=True)
     t.add_argument("--extra", nargs="*", default=[],
                    help="the detector's settings KEY=VALUE (ConsensusSettings), e.g. components=cotrain")
-    st = sub.add_parser("start")
-    st.add_argument("--noises", nargs="+", default=NOISES)
-    st.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    st.add_argument("--data", default=DATA)
-    st.add_argument("--name", default="new_method_start")
-    pr = sub.add_parser("prior")
-    pr.add_argument("--noises", nargs="+", default=NOISES)
-    pr.add_argument("--seeds", nargs="+", type=int, default=[0])
-    pr.add_argument("--data", default=DATA)
-    pr.add_argument("--name", default="prior_matched")
-    pr.add_argument("--image-size", type=int, default=GRID["image_size"])
-    pr.add_argument("--max-train", type=int, default=GRID["max_train"])
-    e = sub.add_parser("estimate")
-    e.add_argument("--noises", nargs="+", default=NOISES)
-    e.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    e.add_argument("--data", default=DATA)
-    e.add_argument("--name", default="cotrain_rule_estimates")
-    e.add_argument("--image-size", type=int, default=GRID["image_size"])
-    e.add_argument("--max-train", type=int, default=GRID["max_train"])
+    _subcommand(sub, "start", [0, 1], "new_method_start")
+    _subcommand(sub, "prior", [0], "prior_matched", sized=True)
+    e = _subcommand(sub, "estimate", [0, 1, 2], "cotrain_rule_estimates", sized=True)
     e.add_argument("--max-test", type=int, default=GRID["max_test"])
-    f = sub.add_parser("fft")
-    f.add_argument("--noises", nargs="+", default=NOISES)
-    f.add_argument("--seeds", nargs="+", type=int, default=[0])
+    f = _subcommand(sub, "fft", [0], "new_method_fft", sized=True)
     f.add_argument("--methods", nargs="+", default=["consensus", "turn", "ce-fft", "gce-fft", "elr-fft", "unicon-lp"],
                    help="method names, optionally with extra settings: 'consensus?fft_loss=gce&lr_scale=0.5'")
     f.add_argument("--epochs-fft", type=int, default=5)
-    f.add_argument("--data", default=DATA)
     f.add_argument("--out", default="runs/new-method-design")
-    f.add_argument("--name", default="new_method_fft")
-    f.add_argument("--max-train", type=int, default=GRID["max_train"])
     f.add_argument("--max-test", type=int, default=GRID["max_test"])
-    f.add_argument("--image-size", type=int, default=GRID["image_size"])
     args = ap.parse_args()
     if args.cmd == "fft":
         GRID.update(max_train=args.max_train, max_test=args.max_test, image_size=args.image_size)

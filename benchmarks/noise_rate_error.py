@@ -33,7 +33,7 @@ def setting(name: str, spec: dict) -> str:
     data = " ".join(spec.get("data", []))
     label = "Fashion-MNIST" if "fashion" in data else "CIFAR-10" if "cifar10" in data else data
     size = f" {spec['image_size']} px" if spec.get("image_size") else ""
-    n = f", {spec['max_train']:,}" if spec.get("max_train") else ", 5,000" if "5k" in data else ""
+    n = f", {spec['max_train']:,}" if spec.get("max_train") else ""
     return f"{label}{size}{n}{' (GPU)' if 'gpu' in name else ''}"
 
 
@@ -60,13 +60,11 @@ def rows(latest: dict[tuple, dict]) -> list[dict]:
         def mean(get):
             vals = [get(nr) for nr in nrs]
             return float(np.mean(vals)) if all(v is not None for v in vals) else None
-        true, est = mean(lambda r: r["true"]["overall"]), mean(lambda r: r["estimated"]["overall"])
-        cj = mean(lambda r: (r.get("confident_joint") or {}).get("overall"))
-        out.append({"setting": where, "method": method, "noise": noise, "seeds": len(nrs), "true": true,
-                    "flagged": est, "flagged_abs_error": mean(lambda r: abs(r["estimated"]["overall"] - r["true"]["overall"])),
-                    "confident_joint": cj,
-                    "cj_abs_error": None if cj is None else
-                    mean(lambda r: abs(r["confident_joint"]["overall"] - r["true"]["overall"])),
+        out.append({"setting": where, "method": method, "noise": noise, "seeds": len(nrs),
+                    "true": mean(lambda r: r["true"]["overall"]), "flagged": mean(lambda r: r["estimated"]["overall"]),
+                    "flagged_abs_error": mean(lambda r: r["abs_error"]["estimated"]["overall"]),
+                    "confident_joint": mean(lambda r: (r.get("confident_joint") or {}).get("overall")),
+                    "cj_abs_error": mean(lambda r: (r["abs_error"].get("confident_joint") or {}).get("overall")),
                     "file": nrs[-1]["file"]})
     return sorted(out, key=lambda r: (r["setting"], r["method"], r["true"]))
 
