@@ -25,8 +25,16 @@ Two parts, each printing a table and writing JSON under ``benchmarks/results/``:
             trains them on class-balanced labelled sets, so on long-tailed data they over-predict the tail and the
             posterior verdict under-flags it. Variants: the heads' class distributions reweighted per class until
             their mean is the given labels' class shares, those shares pulled back through the estimated noise
-            process (the true classes' prior), or the out-of-fold probes' mean class distribution. Verdict F1,
-            posterior target accuracy and flagged share per given class, each way, against the training truth.
+            process (the true classes' prior), the out-of-fold probes' mean class distribution, or the prior EM finds
+            in the heads' own prediction. Verdict F1, posterior target accuracy and flagged share per given class,
+            each way, against the training truth, and each noise model's held-out log-likelihood of the validation
+            split's noisy labels.
+
+``final``   (reads committed bench cells; seconds per cell) ``consensus``'s verdict from what a finished run holds:
+            each cell's detector is rerun on the cell's own config (checked against its saved detector score)
+            beside the saved temporal ensemble of the fine-tuned model; the detector's verdict, the ensemble's own
+            posterior, the posterior of fine-tuning's last targets and the rule that keeps the detector's verdict
+            where its held-out test rejected the prediction's noise process, against the training truth.
 
 ``fft``     full runs through ``api.fit`` for a list of methods/variants × noise settings (the GPU
             comparison): val-selected test accuracy, best/last, wall time, AUROC, issue F1.
@@ -313,11 +321,31 @@ def prior_matched(probs: np.ndarray, prior: np.ndarray, iters: int = 100) -> np.
     return q / q.sum(1, keepdims=True)
 
 
+def em_prior(probs: np.ndarray, iters: int = 100, tol: float = 1e-8) -> np.ndarray:
+    """The class prior π at which ``probs`` (N, C), trained under a uniform prior, reweighted by π and renormalised
+    per row, average to π: Saerens et al. (2002)'s EM for a shifted prior (float64, (C,)).
+
+    Why: it estimates the data's own class prior from the prediction alone, resting neither on the given labels'
+    shares (which structured noise moves) nor on the estimated noise process (§14).
+    """
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)
+    pi = np.full(p.shape[1], 1.0 / p.shape[1])
+    for _ in range(iters):
+        q = p * pi
+        new = (q / q.sum(1, keepdims=True)).mean(0)
+        done = np.abs(new - pi).max() < tol
+        pi = new
+        if done:
+            break
+    return pi
+
+
 def class_prior(rule: str, labels: np.ndarray, probes: np.ndarray | None, num_classes: int,
-                transition: np.ndarray | None = None) -> np.ndarray | None:
+                transition: np.ndarray | None = None, heads: np.ndarray | None = None) -> np.ndarray | None:
     """The class prior the co-trained heads are matched to: ``labels`` (the given labels' class shares), ``true``
     (those shares pulled back through the noise process: π solving π_given = Tᵀ π, clipped at 0.1 % and renormalised),
-    ``probes`` (the out-of-fold probes' mean class distribution), or None (``balanced``: the heads as trained)."""
+    ``probes`` (the out-of-fold probes' mean class distribution), ``em`` (:func:`em_prior` of the ``heads``), or None
+    (``balanced``: the heads as trained)."""
     given = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes) / len(labels)
     if rule == "labels":
         return given
@@ -326,6 +354,8 @@ def class_prior(rule: str, labels: np.ndarray, probes: np.ndarray | None, num_cl
         return pi / pi.sum()
     if rule == "probes" and probes is not None:
         return np.asarray(probes, dtype=np.float64).mean(0)
+    if rule == "em" and heads is not None:
+        return em_prior(heads)
     return None
 
 
@@ -354,8 +384,9 @@ def prior_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
            "wrong_per_class": [round(100 * float(wrong[y == k].mean())) for k in range(C)]}
     heads, heads_val = det.probs["cotrain"], det.val_probs.get("cotrain")
     transition = None  # the as-trained prediction's noise process (the first tag's), which `true` pulls back through
-    for tag in ("balanced", "labels", "true", "probes"):
-        prior = class_prior(tag, y, det.probs["oof"], C, transition)
+    held_out = {}  # tag → per-sample held-out log-likelihood of the validation split's noisy labels
+    for tag in ("balanced", "labels", "true", "probes", "em"):
+        prior = class_prior(tag, y, det.probs["oof"], C, transition, heads)
         det.probs["cotrain"] = heads if prior is None else prior_matched(heads, prior)
         if heads_val is not None:
             det.val_probs["cotrain"] = heads_val if prior is None else prior_matched(heads_val, prior)
@@ -364,15 +395,83 @@ def prior_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
         transition = fitted.transition if transition is None else transition
         issues, stats = verdict(det, seen["predictors"], probs, fitted, y, seen["val_labels"], seen["s"])
         post = cd.label_posterior(fitted.calibrated(probs), y, fitted.transition)
+        if seen["val_labels"] is not None:
+            val = np.mean([det.val_probs[c] for c in seen["predictors"]], axis=0)
+            held_out[tag] = cd.heldout_loglik(val, seen["val_labels"], fitted.tau, fitted.transition)
+            row.update({f"val_ll_{tag}": float(held_out[tag].mean()),
+                        f"val_z_{tag}": cd.paired_z(held_out[tag] - held_out["balanced"])})
         row.update({f"f1_{tag}": f1(issues, wrong), f"share_{tag}": float(issues.mean()),
                     f"acc_targets_{tag}": float((post.argmax(1) == true).mean()),
                     f"model_{tag}": stats.get("verdict_noise_model"),
+                    f"prior_{tag}": [round(100 * float(v)) for v in det.probs["cotrain"].mean(0)],
                     f"flagged_per_class_{tag}": [round(100 * float(issues[y == k].mean())) for k in range(C)]})
     return row
 
 
 def run_prior(args) -> None:
     run_cells(args, lambda noise, seed: prior_cell(noise, seed, args.data, GRID))
+
+
+def final_cell(path: Path) -> dict:
+    """One committed ``consensus`` bench cell: its detector rerun on the cell's own config (checked against the
+    cell's saved detector score), then verdicts from what the method holds when fine-tuning ends — the detector's
+    calibrated prediction and the fine-tuned model's temporal ensemble — scored against the training truth."""
+    from noisyft.methods import consensus as cons
+    from noisyft.methods import consensus_detect as cd
+
+    cfg = json.loads((path / "config.json").read_text())["config"]
+    keys = ("data", "noise", "seed", "image_size", "max_train", "max_test", "val_fraction", "test_fraction",
+            "epochs_lp", "backbone", "batch_size", "gce_q", "tau", "augment", "extra")
+    ctx = make_ctx(method="consensus", **{k: cfg[k] for k in keys})
+    seen, verdict = {}, cons.detector_verdict
+
+    def spy(*args):
+        issues, stats = verdict(*args)
+        seen.update(stats)
+        return issues, stats
+
+    cons.detector_verdict = spy
+    try:
+        det = cons.run_detector(ctx, cons.ConsensusSettings(**cfg["extra"]))
+    finally:
+        cons.detector_verdict = verdict
+    saved = np.load(path / "consensus" / "detector_score.npy")
+    y, true = ctx.train.labels, ctx.train.true_labels
+    wrong = y != true
+    calibrated, T = det.noise
+    ens = np.load(path / "consensus" / "ensemble.npy").astype(np.float64)
+    ens /= ens.sum(1, keepdims=True)
+    mix = 0.5 * calibrated + 0.5 * ens  # the method's final prediction() (model_weight 0.5)
+    verdicts = {"detector": det.issues, "ensemble": cd.bayes_issues(ens, y)[1], "mix": cd.bayes_issues(mix, y)[1],
+                "mix_detector_T": cd.posterior_issues(cd.label_posterior(mix, y, T), y)}
+    chosen = seen.get("verdict_noise_model", "prediction")
+    # the detector's verdict where its held-out test rejected the prediction's noise model, which the final
+    # posterior (under the prediction's T) would inherit
+    verdicts["final_unless_rejected"] = verdicts["mix_detector_T"] if chosen == "prediction" else verdicts["detector"]
+    row = {"cell": path.name.split("zip__")[-1], "noise": cfg["noise"], "seed": cfg["seed"], "chosen": chosen,
+           "reproduced": bool(np.allclose(saved, det.score, atol=1e-6)), "realised": float(wrong.mean())}
+    for name, flags in verdicts.items():
+        row.update({f"f1_{name}": f1(flags, wrong), f"share_{name}": float(flags.mean())})
+    # rankings (high = label looks right): the delivered label_quality, the ensemble's and the final posterior's
+    # probability of the given label
+    given = np.arange(len(y)), y
+    rankings = {"label_quality": np.load(path / "consensus" / "final_score.npy"), "ensemble": ens[given],
+                "final_posterior": cd.label_posterior(mix, y, T)[given]}
+    rankings["mean_quality_posterior"] = (rankings["label_quality"] + rankings["final_posterior"]) / 2
+    rankings["rank_quality_posterior"] = cd.ensemble_score([rankings["label_quality"], rankings["final_posterior"]])
+    rankings["mean_ensemble_posterior"] = (rankings["ensemble"] + rankings["final_posterior"]) / 2
+    row.update({f"auroc_{name}": auroc(score, wrong) for name, score in rankings.items()})
+    return row
+
+
+def run_final(args) -> None:
+    rows = []
+    for root in args.cells:
+        for path in sorted(Path(root).glob("cells/*__consensus__s*")):
+            rows.append(final_cell(path))
+            print(rows[-1], flush=True)
+            (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
+    print(md_table(rows, list(rows[0])))
 
 
 def start_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
@@ -498,8 +597,13 @@ def main() -> None:
     f.add_argument("--epochs-fft", type=int, default=5)
     f.add_argument("--out", default="runs/new-method-design")
     f.add_argument("--max-test", type=int, default=GRID["max_test"])
+    fin = sub.add_parser("final")
+    fin.add_argument("cells", nargs="+", help="bench output folders whose consensus cells to read (their cells/ folder)")
+    fin.add_argument("--name", default="verdict_final")
     args = ap.parse_args()
-    if args.cmd == "fft":
+    if args.cmd == "final":
+        run_final(args)
+    elif args.cmd == "fft":
         GRID.update(max_train=args.max_train, max_test=args.max_test, image_size=args.image_size)
         run_fft(args)
     elif args.cmd == "targets":

@@ -166,6 +166,47 @@ def test_targets_keep_the_detector_verdict_and_load_checkpoints_written_before_i
     assert fresh.issues().tolist() == [False, True, False, True]  # the prediction outweighs labels 1 and 3
 
 
+def test_consensus_reports_the_final_posterior_verdict_once_fine_tuning_has_run():
+    """issues_from=final: after a fine-tuning epoch is_label_issue is the expected-F1 verdict of the targets' own
+    posterior (the detector's prediction mixed with the model's ensemble, under the detector's T), not the
+    detector's; before any epoch, without final_verdict, or from a checkpoint written before it: the detector's."""
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7]])
+    T, verdict = np.array([[0.8, 0.2], [0.2, 0.8]]), np.array([False, False, False, False, False, True])
+    logits = torch.tensor([[4.0, 0.0], [4.0, 0.0], [-4.0, 4.0], [0.0, 4.0], [0.0, 4.0], [0.0, 4.0]])
+
+    def trained(final: bool) -> RefurbishedTargets:
+        t = RefurbishedTargets(labels, np.ones(6), probs, np.ones(6), ConsensusSettings(), transition=T,
+                               verdict=verdict, final_verdict=final)
+        assert t.issues().tolist() == verdict.tolist()  # no epoch yet: the detector's
+        t(logits, torch.as_tensor(labels), torch.arange(6))
+        t.end_epoch(2)
+        return t
+
+    t = trained(True)
+    final = cd.posterior_issues(t.post.numpy(), labels)
+    assert t.issues().tolist() == final.tolist()
+    # the model sees sample 2 (labelled 0) as class 1 and agrees with label 5, which the detector doubted
+    assert final[2] and not final[5] and final.tolist() != verdict.tolist()
+    assert trained(False).issues().tolist() == verdict.tolist()
+    old = {k: v for k, v in t.state_dict().items() if k != "final_verdict"}
+    resumed = RefurbishedTargets(labels, np.ones(6), probs, np.ones(6), ConsensusSettings(), transition=T,
+                                 verdict=verdict, final_verdict=True)
+    resumed.load_state_dict(old)
+    assert resumed.issues().tolist() == verdict.tolist()  # as that run reported
+
+
+def test_final_verdict_only_under_the_prediction_s_own_noise_model():
+    """consensus keeps the detector's verdict when issues_from=detector, or when the detector's held-out test chose
+    another noise model than the prediction's (the final posterior is computed under the prediction's T)."""
+    from noisyft.methods.consensus import Detection, final_verdict
+
+    det = Detection(np.ones(2), np.ones(2), np.full((2, 2), 0.5), None, None, np.zeros(2, bool))
+    assert final_verdict(ConsensusSettings(), det)
+    assert not final_verdict(ConsensusSettings(issues_from="detector"), det)
+    assert not final_verdict(ConsensusSettings(), det._replace(noise_model="oof"))
+
+
 def _target_loss(transition=None, **settings) -> float:
     """The fine-tuning loss on one sample labelled 0 that the detector flags and predicts as class 1 (p = 0.7)."""
     s = ConsensusSettings(elr_lambda=0.0, **{"relabel": "flagged", **settings})
