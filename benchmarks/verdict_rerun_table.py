@@ -1,9 +1,9 @@
-"""``consensus``'s verdicts after a change that leaves training alone: the rerun grid's cells against the same cells
+"""``consensus``'s report after a change that leaves training alone: the rerun grid's cells against the same cells
 before it, and against every other method's committed cells of the same settings.
 
-Checks cell by cell that the validation-selected test accuracy and the label-issue AUROC did not move (the change
-must not touch training), then prints, per setting, the issue F1 and the share flagged before → now (means over
-seeds), the realised noise, cleanlab's F1 and the best other method's mean F1. Writes JSON.
+Checks cell by cell that the validation-selected test accuracy did not move (the change must not touch training),
+then prints, per setting, the issue F1, the share flagged and the label-issue AUROC before → now (means over seeds),
+the realised noise, cleanlab's F1, and the best other method's mean F1 and mean AUROC. Writes JSON and Markdown.
 
     git show 5039a66:benchmarks/results/bench_cifar10_64px_delivery.json > /tmp/bench_cifar10_64px_delivery@5039a66.json
     python benchmarks/verdict_rerun_table.py --before /tmp/bench_cifar10_64px_delivery@5039a66.json \\
@@ -36,12 +36,11 @@ def cells(path: str, method: str | None = METHOD) -> dict[tuple, dict]:
 
 
 def unchanged(before: dict, after: dict) -> list[str]:
-    """Cells whose accuracy or AUROC moved (or that are missing on one side): what the change must not touch."""
+    """Cells whose accuracy moved (or that are missing on one side): what the change must not touch."""
     moved = sorted(set(before) ^ set(after), key=str)
     for key in set(before) & set(after):
-        for field in ("test_acc", "auroc"):
-            if before[key].get(field) != after[key].get(field):
-                moved.append(f"{key} {field}: {before[key].get(field)} → {after[key].get(field)}")
+        if before[key].get("test_acc") != after[key].get("test_acc"):
+            moved.append(f"{key} test_acc: {before[key].get('test_acc')} → {after[key].get('test_acc')}")
     return [str(m) for m in moved]
 
 
@@ -50,28 +49,35 @@ def mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def others_f1(paths: list[str]) -> dict[str, dict[str, float]]:
-    """noise → method → mean issue F1 over its seeds, for every method but ``consensus`` in the committed tables."""
+def others(paths: list[str], field: str) -> dict[str, dict[str, float]]:
+    """noise → method → mean ``field`` over its seeds, for every method but ``consensus`` in the committed tables."""
     by = defaultdict(lambda: defaultdict(list))
     for path in paths:
         for (noise, _, method), c in cells(path, None).items():
             if not method.startswith(METHOD):
-                by[noise][method].append(c.get("issue_f1"))
+                by[noise][method].append(c.get(field))
     return {noise: {m: v for m, f in methods.items() if (v := mean(f)) is not None} for noise, methods in by.items()}
 
 
-def rows(before: dict, after: dict, others: dict) -> list[dict]:
+def best(values: dict[str, float], skip: str | None = None) -> tuple[str | None, float | None]:
+    """(method, value) of the highest value, ``skip`` left out."""
+    rest = {m: v for m, v in values.items() if m != skip}
+    top = max(rest, key=rest.get) if rest else None
+    return top, rest.get(top)
+
+
+def rows(before: dict, after: dict, f1: dict, auroc: dict) -> list[dict]:
     out = []
     for noise in dict.fromkeys(k[0] for k in after):
         b = [c for k, c in before.items() if k[0] == noise]
         a = [c for k, c in after.items() if k[0] == noise]
-        rest = {m: v for m, v in others.get(noise, {}).items() if m != "cleanlab"}
-        top = max(rest, key=rest.get) if rest else None
-        out.append({"noise": noise or "none", "seeds": len(a), "realised": mean(c.get("realised_noise") for c in a),
-                    "f1_before": mean(c.get("issue_f1") for c in b), "f1_now": mean(c.get("issue_f1") for c in a),
-                    "flagged_before": mean(c.get("noise_est") for c in b), "flagged_now": mean(c.get("noise_est") for c in a),
-                    "f1_cleanlab": others.get(noise, {}).get("cleanlab"),
-                    "best_other": top, "f1_best_other": rest.get(top)})
+        top_f1, top_f1_value = best(f1.get(noise, {}), skip="cleanlab")
+        top_auroc, top_auroc_value = best(auroc.get(noise, {}))
+        row = {"noise": noise or "none", "seeds": len(a), "realised": mean(c.get("realised_noise") for c in a)}
+        for field, name in (("issue_f1", "f1"), ("noise_est", "flagged"), ("auroc", "auroc")):
+            row.update({f"{name}_before": mean(c.get(field) for c in b), f"{name}_now": mean(c.get(field) for c in a)})
+        out.append({**row, "f1_cleanlab": f1.get(noise, {}).get("cleanlab"), "best_other_f1": top_f1,
+                    "f1_best_other": top_f1_value, "best_other_auroc": top_auroc, "auroc_best_other": top_auroc_value})
     return out
 
 
@@ -85,12 +91,12 @@ def main() -> None:
     before, after = cells(args.before), cells(args.after)
     moved = unchanged(before, after)
     if moved:
-        raise SystemExit("accuracy or AUROC moved, or cells differ:\n" + "\n".join(moved))
-    table = rows(before, after, others_f1(args.others or [args.after]))
-    text = (f"`{METHOD}`'s verdicts rerun ({args.after}) against the same cells before ({args.before}): "
-            f"{len(after)} cells, validation-selected test accuracy and AUROC unchanged in every one. Issue F1 and "
-            f"the share flagged are means over seeds; the other methods' F1 from {', '.join(args.others) or args.after}.\n\n"
-            + md_table(table, list(table[0])))
+        raise SystemExit("accuracy moved, or cells differ:\n" + "\n".join(moved))
+    sources = args.others or [args.after]
+    table = rows(before, after, others(sources, "issue_f1"), others(sources, "auroc"))
+    text = (f"`{METHOD}`'s report rerun ({args.after}) against the same cells before ({args.before}): {len(after)} "
+            f"cells, validation-selected test accuracy unchanged in every one. Issue F1, share flagged and AUROC are "
+            f"means over seeds; the other methods' from {', '.join(sources)}.\n\n" + md_table(table, list(table[0])))
     print(text)
     write_results(args.name, {"before": args.before, "after": args.after, "others": args.others,
                               "cells_checked": len(after), "rows": table}, text)

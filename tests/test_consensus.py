@@ -169,7 +169,8 @@ def test_targets_keep_the_detector_verdict_and_load_checkpoints_written_before_i
 def test_consensus_reports_the_final_posterior_verdict_once_fine_tuning_has_run():
     """issues_from=final: after a fine-tuning epoch is_label_issue is the expected-F1 verdict of the targets' own
     posterior (the detector's prediction mixed with the model's ensemble, under the detector's T), not the
-    detector's; before any epoch, without final_verdict, or from a checkpoint written before it: the detector's."""
+    detector's, and label_quality averages that posterior's probability of the given label into the score; before
+    any epoch, without final_verdict, or from a checkpoint written before it: the detector's verdict, the score."""
     labels = np.array([0, 0, 0, 1, 1, 1])
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7]])
     T, verdict = np.array([[0.8, 0.2], [0.2, 0.8]]), np.array([False, False, False, False, False, True])
@@ -186,9 +187,15 @@ def test_consensus_reports_the_final_posterior_verdict_once_fine_tuning_has_run(
     t = trained(True)
     final = cd.posterior_issues(t.post.numpy(), labels)
     assert t.issues().tolist() == final.tolist()
+    # label_quality: the consensus score averaged with the final posterior's probability of the given label
+    given = t.post.numpy()[np.arange(6), labels]
+    np.testing.assert_allclose(t.label_quality(), (t.score.numpy() + given) / 2, rtol=1e-6)
+    assert not np.allclose(t.label_quality(), t.score.numpy())
     # the model sees sample 2 (labelled 0) as class 1 and agrees with label 5, which the detector doubted
     assert final[2] and not final[5] and final.tolist() != verdict.tolist()
-    assert trained(False).issues().tolist() == verdict.tolist()
+    detector_only = trained(False)
+    assert detector_only.issues().tolist() == verdict.tolist()
+    np.testing.assert_array_equal(detector_only.label_quality(), detector_only.score.numpy())
     old = {k: v for k, v in t.state_dict().items() if k != "final_verdict"}
     resumed = RefurbishedTargets(labels, np.ones(6), probs, np.ones(6), ConsensusSettings(), transition=T,
                                  verdict=verdict, final_verdict=True)
