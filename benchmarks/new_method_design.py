@@ -48,6 +48,7 @@ Examples (repository root)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -285,16 +286,39 @@ def knn_true_agreement(feats: torch.Tensor, true: np.ndarray, k: int) -> float:
     return float((true[idx] == true[:, None]).mean())
 
 
-def run_cells(args, cell) -> None:
-    """``cell(noise, seed)`` → row for every seed × noise; the JSON is rewritten after each row (a stopped run keeps
-    its rows); the table is printed at the end."""
+def collect_rows(name: str, produce) -> None:
+    """Every row ``produce`` yields, computed lazily: results/NAME.json is rewritten after each row (a stopped run
+    keeps its rows); the table is printed at the end."""
     rows = []
-    for seed in args.seeds:
-        for noise in args.noises:
-            rows.append(cell(noise, seed))
-            print(rows[-1], flush=True)
-            (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
+    for row in produce:
+        rows.append(row)
+        print(row, flush=True)
+        (RESULTS / f"{name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
     print(md_table(rows, list(rows[0])))
+
+
+def run_cells(args, cell) -> None:
+    """``cell(noise, seed)`` → row for every seed × noise (:func:`collect_rows`)."""
+    collect_rows(args.name, (cell(noise, seed) for seed in args.seeds for noise in args.noises))
+
+
+@contextlib.contextmanager
+def captured_verdict(seen: dict):
+    """While open, every call of ``consensus.detector_verdict`` records its arguments in ``seen`` (det, predictors,
+    val_labels, s): the detector's internals a design cell rescores, with the method's code left as it is."""
+    from noisyft.methods import consensus as cons
+
+    verdict = cons.detector_verdict
+
+    def spy(det, predictors, probs, fitted, labels, val_labels, s):
+        seen.update(det=det, predictors=predictors, val_labels=val_labels, s=s)
+        return verdict(det, predictors, probs, fitted, labels, val_labels, s)
+
+    cons.detector_verdict = spy
+    try:
+        yield seen
+    finally:
+        cons.detector_verdict = verdict
 
 
 def run_targets(args) -> None:
@@ -365,19 +389,9 @@ def prior_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
     from noisyft.methods import consensus as cons
     from noisyft.methods import consensus_detect as cd
 
-    seen = {}
-    verdict = cons.detector_verdict
-
-    def spy(det, predictors, probs, fitted, labels, val_labels, s):
-        seen.update(det=det, predictors=predictors, val_labels=val_labels, s=s)
-        return verdict(det, predictors, probs, fitted, labels, val_labels, s)
-
-    cons.detector_verdict = spy
-    try:
+    with captured_verdict({}) as seen:
         ctx = make_ctx(data=data, noise=None if noise == "none" else noise, seed=seed, method="consensus", **grid)
         cons.run_detector(ctx, cons.ConsensusSettings())
-    finally:
-        cons.detector_verdict = verdict
     det, y, true = seen["det"], ctx.train.labels, ctx.train.true_labels
     wrong, C = y != true, det.probs["oof"].shape[1]
     row = {"noise": noise, "seed": seed, "realised": float(wrong.mean()),
@@ -393,7 +407,7 @@ def prior_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
         probs = np.mean([det.probs[c] for c in seen["predictors"]], axis=0)
         fitted = cd.fit_noise_model(probs, y)
         transition = fitted.transition if transition is None else transition
-        issues, stats = verdict(det, seen["predictors"], probs, fitted, y, seen["val_labels"], seen["s"])
+        issues, stats = cons.detector_verdict(det, seen["predictors"], probs, fitted, y, seen["val_labels"], seen["s"])
         post = cd.label_posterior(fitted.calibrated(probs), y, fitted.transition)
         if seen["val_labels"] is not None:
             val = np.mean([det.val_probs[c] for c in seen["predictors"]], axis=0)
@@ -423,32 +437,22 @@ def final_cell(path: Path) -> dict:
     keys = ("data", "noise", "seed", "image_size", "max_train", "max_test", "val_fraction", "test_fraction",
             "epochs_lp", "backbone", "batch_size", "gce_q", "tau", "augment", "extra")
     ctx = make_ctx(method="consensus", **{k: cfg[k] for k in keys})
-    seen, verdict = {}, cons.detector_verdict
-
-    def spy(*args):
-        issues, stats = verdict(*args)
-        seen.update(stats)
-        return issues, stats
-
-    cons.detector_verdict = spy
-    try:
-        det = cons.run_detector(ctx, cons.ConsensusSettings(**cfg["extra"]))
-    finally:
-        cons.detector_verdict = verdict
+    s = cons.ConsensusSettings(**cfg["extra"])
+    det = cons.run_detector(ctx, s)
     saved = np.load(path / "consensus" / "detector_score.npy")
     y, true = ctx.train.labels, ctx.train.true_labels
     wrong = y != true
     calibrated, T = det.noise
     ens = np.load(path / "consensus" / "ensemble.npy").astype(np.float64)
     ens /= ens.sum(1, keepdims=True)
-    mix = 0.5 * calibrated + 0.5 * ens  # the method's final prediction() (model_weight 0.5)
+    mix = (1 - s.model_weight) * calibrated + s.model_weight * ens  # the method's final prediction()
+    post = cd.label_posterior(mix, y, T)  # the method's final targets' posterior
     verdicts = {"detector": det.issues, "ensemble": cd.bayes_issues(ens, y)[1], "mix": cd.bayes_issues(mix, y)[1],
-                "mix_detector_T": cd.posterior_issues(cd.label_posterior(mix, y, T), y)}
-    chosen = seen.get("verdict_noise_model", "prediction")
-    # the detector's verdict where its held-out test rejected the prediction's noise model, which the final
-    # posterior (under the prediction's T) would inherit
-    verdicts["final_unless_rejected"] = verdicts["mix_detector_T"] if chosen == "prediction" else verdicts["detector"]
-    row = {"cell": path.name.split("zip__")[-1], "noise": cfg["noise"], "seed": cfg["seed"], "chosen": chosen,
+                "mix_detector_T": cd.posterior_issues(post, y)}
+    # the method's rule (cons.final_verdict): the detector's verdict where its held-out test rejected the prediction's
+    # noise model, which the final posterior (under the prediction's T) would inherit
+    verdicts["final_unless_rejected"] = verdicts["mix_detector_T"] if cons.final_verdict(s, det) else det.issues
+    row = {"cell": path.name.split("zip__")[-1], "noise": cfg["noise"], "seed": cfg["seed"], "chosen": det.noise_model,
            "reproduced": bool(np.allclose(saved, det.score, atol=1e-6)), "realised": float(wrong.mean())}
     for name, flags in verdicts.items():
         row.update({f"f1_{name}": f1(flags, wrong), f"share_{name}": float(flags.mean())})
@@ -456,7 +460,7 @@ def final_cell(path: Path) -> dict:
     # probability of the given label
     given = np.arange(len(y)), y
     rankings = {"label_quality": np.load(path / "consensus" / "final_score.npy"), "ensemble": ens[given],
-                "final_posterior": cd.label_posterior(mix, y, T)[given]}
+                "final_posterior": post[given]}
     rankings["mean_quality_posterior"] = (rankings["label_quality"] + rankings["final_posterior"]) / 2
     rankings["rank_quality_posterior"] = cd.ensemble_score([rankings["label_quality"], rankings["final_posterior"]])
     rankings["mean_ensemble_posterior"] = (rankings["ensemble"] + rankings["final_posterior"]) / 2
@@ -465,13 +469,8 @@ def final_cell(path: Path) -> dict:
 
 
 def run_final(args) -> None:
-    rows = []
-    for root in args.cells:
-        for path in sorted(Path(root).glob("cells/*__consensus__s*")):
-            rows.append(final_cell(path))
-            print(rows[-1], flush=True)
-            (RESULTS / f"{args.name}.json").write_text(json.dumps({**stamp(), "rows": rows}, indent=1, default=float))
-    print(md_table(rows, list(rows[0])))
+    collect_rows(args.name, (final_cell(path) for root in args.cells
+                             for path in sorted(Path(root).glob("cells/*__consensus__s*"))))
 
 
 def start_cell(noise: str, seed: int, data: str, grid: dict) -> dict:

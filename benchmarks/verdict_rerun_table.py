@@ -49,14 +49,17 @@ def mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def others(paths: list[str], field: str) -> dict[str, dict[str, float]]:
-    """noise → method → mean ``field`` over its seeds, for every method but ``consensus`` in the committed tables."""
-    by = defaultdict(lambda: defaultdict(list))
+def others(paths: list[str], fields: tuple[str, ...]) -> dict[str, dict[str, dict[str, float]]]:
+    """field → noise → method → mean of the field over its seeds, for every method but ``consensus`` in the committed
+    tables (each read once)."""
+    by = {f: defaultdict(lambda: defaultdict(list)) for f in fields}
     for path in paths:
         for (noise, _, method), c in cells(path, None).items():
             if not method.startswith(METHOD):
-                by[noise][method].append(c.get(field))
-    return {noise: {m: v for m, f in methods.items() if (v := mean(f)) is not None} for noise, methods in by.items()}
+                for f in fields:
+                    by[f][noise][method].append(c.get(f))
+    return {f: {noise: {m: v for m, vals in methods.items() if (v := mean(vals)) is not None}
+                for noise, methods in per_noise.items()} for f, per_noise in by.items()}
 
 
 def best(values: dict[str, float], skip: str | None = None) -> tuple[str | None, float | None]:
@@ -93,7 +96,8 @@ def main() -> None:
     if moved:
         raise SystemExit("accuracy moved, or cells differ:\n" + "\n".join(moved))
     sources = args.others or [args.after]
-    table = rows(before, after, others(sources, "issue_f1"), others(sources, "auroc"))
+    theirs = others(sources, ("issue_f1", "auroc"))
+    table = rows(before, after, theirs["issue_f1"], theirs["auroc"])
     text = (f"`{METHOD}`'s report rerun ({args.after}) against the same cells before ({args.before}): {len(after)} "
             f"cells, validation-selected test accuracy unchanged in every one. Issue F1, share flagged and AUROC are "
             f"means over seeds; the other methods' from {', '.join(sources)}.\n\n" + md_table(table, list(table[0])))
