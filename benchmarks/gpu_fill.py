@@ -63,12 +63,15 @@ def merged_results(spec: BenchSpec, have: dict, out: Path, rerun: list[str], noi
     return tabulate(spec, rows)
 
 
-def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path, log, extra: list[str] = ()) -> list[dict]:
+def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path, log, extra: list[str] = (),
+              first_round: float = 0.0) -> list[dict]:
     """``noisyft fit`` of each method of ``pair`` in turn, alone, repeated while a whole round fits before ``until``,
     the order reversed every other round (so neither method always runs first on a warm machine); ``extra``
-    arguments come last, so they override the grid's: ``--image-size 224`` times a larger input."""
-    rounds, took = [], 0.0
-    while time.time() + took < until:
+    arguments come last, so they override the grid's: ``--image-size 224`` times a larger input. A round is expected
+    to last as long as the one before, the first ``first_round`` seconds: one that would end past ``until`` does
+    not start (a round cut by the call's own limit loses what the call had not yet written)."""
+    rounds, took = [], first_round
+    while time.time() + took <= until:
         t0, rnd = time.time(), {}
         for m in (pair if len(rounds) % 2 == 0 else pair[::-1]):
             run = root / f"r{len(rounds)}-{m}"
@@ -91,6 +94,18 @@ def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path,
     return rounds
 
 
+def keep_cells(keep: Path, results: dict, out: Path, todo: list) -> None:
+    """Write the merged table and a tarball of the new cells' files to ``keep`` — before any timing round, so a call
+    cut short while timing still brings its cells back."""
+    (keep / "results.json").write_text(json.dumps(results, indent=1))
+    (keep / "results.md").write_text(results_markdown(results))
+    with tarfile.open(keep / "cells.tar.gz", "w:gz") as tar:
+        for c in todo:
+            for name in ("summary.json", "metrics.jsonl", "config.json", "state.json", "error.txt"):
+                if (cell_dir(out, c) / name).exists():
+                    tar.add(cell_dir(out, c) / name, arcname=f"{c.name}/{name}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", required=True)
@@ -102,7 +117,8 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=0, help="cells at a time (0: half the usable cores, at most 8)")
     ap.add_argument("--num-workers", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=520)
-    ap.add_argument("--timing-seconds", type=float, default=110)
+    ap.add_argument("--timing-seconds", type=float, default=110,
+                    help="seconds kept for the timing pair, at least one round's; 0: no timing")
     ap.add_argument("--timing", nargs=2, default=["ce-fft", "consensus"])
     ap.add_argument("--timing-noise", default="sym:0.2")
     ap.add_argument("--timing-args", default="", help="more `noisyft fit` arguments for the timing pair, e.g. '--image-size 224'")
@@ -127,17 +143,11 @@ def main() -> None:
     sched.push([(f"{c.method}|{c.noise}|s{c.seed}",
                  one_cell_grid(base, c.noise, c.method, c.seed, None, num_workers=a.num_workers), out) for c in todo])
     sched.run()
-    rounds = time_pair(base, a.timing_noise, a.timing, start + a.seconds, out.parent / f"{out.name}-timing", log,
-                       shlex.split(a.timing_args))
+    keep_cells(keep, merged_results(spec, have, out, a.rerun, noises), out, todo)
+    rounds = [] if a.timing_seconds <= 0 else time_pair(
+        base, a.timing_noise, a.timing, start + a.seconds, out.parent / f"{out.name}-timing", log,
+        shlex.split(a.timing_args), first_round=a.timing_seconds)
     (keep / "timing.json").write_text(json.dumps({"noise": a.timing_noise, "args": a.timing_args, "rounds": rounds}, indent=1))
-    results = merged_results(spec, have, out, a.rerun, noises)
-    (keep / "results.json").write_text(json.dumps(results, indent=1))
-    (keep / "results.md").write_text(results_markdown(results))
-    with tarfile.open(keep / "cells.tar.gz", "w:gz") as tar:
-        for c in todo:
-            for name in ("summary.json", "metrics.jsonl", "config.json", "state.json", "error.txt"):
-                if (cell_dir(out, c) / name).exists():
-                    tar.add(cell_dir(out, c) / name, arcname=f"{c.name}/{name}")
     ran = sum(cell_finished(cell_dir(out, c)) for c in todo)
     log(f"{ran} of {len(todo)} cells finished; {len(rounds)} timing rounds; {time.time() - start:.0f}s")
 

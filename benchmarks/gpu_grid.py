@@ -133,7 +133,8 @@ class Scheduler:
         threads = [threading.Thread(target=self.worker) for _ in range(self.procs)]
         for th in threads:
             th.start()
-            time.sleep(1)
+            if self.queue:  # staggered starts for the cells' processes; nothing to stagger without cells
+                time.sleep(1)
         for th in threads:
             th.join()
 

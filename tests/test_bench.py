@@ -390,3 +390,33 @@ def test_gpu_fill_timing_pair_alternates_which_method_runs_first(tmp_path, monke
     rounds = gpu_fill.time_pair(base, "sym:0.2", ["ce-fft", "consensus"], 9.5, tmp_path, lambda _: None)
     assert ran[:4] == ["ce-fft", "consensus", "consensus", "ce-fft"] and len(rounds) >= 2
     assert all(set(r) == {"ce-fft", "consensus"} for r in rounds)
+
+
+def test_gpu_fill_timing_round_that_would_end_past_the_deadline_does_not_start(tmp_path, monkeypatch):
+    """A first round expected to last ``first_round`` seconds starts only when it ends by the deadline; later rounds
+    are expected to last as long as the one before (a round cut by the call's limit lost a call's cells once)."""
+    import subprocess as sp
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from benchmarks import gpu_fill
+
+    ran = []
+
+    def fake_run(cmd, **kw):
+        ran.append(cmd[cmd.index("--method") + 1])
+        out = tmp_path / Path(cmd[cmd.index("--out") + 1]).name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps({"timings": {"total": 1.0}}))
+        return SimpleNamespace(returncode=0, stderr="")
+
+    monkeypatch.setattr(sp, "run", fake_run)
+    base = {"data": ["d.zip"], "image_size": 96, "val_fraction": 0.1}
+    clock = iter(range(0, 1000, 1))
+    monkeypatch.setattr(gpu_fill.time, "time", lambda: float(next(clock)))
+    assert gpu_fill.time_pair(base, "sym:0.2", ["a", "b"], 5.0, tmp_path, lambda _: None, first_round=6.0) == []
+    assert ran == []
+    clock = iter(range(0, 1000, 1))
+    monkeypatch.setattr(gpu_fill.time, "time", lambda: float(next(clock)))
+    rounds = gpu_fill.time_pair(base, "sym:0.2", ["a", "b"], 7.0, tmp_path, lambda _: None, first_round=2.0)
+    assert len(rounds) == 1 and ran == ["a", "b"]  # the first round's 3 clock ticks leave too little for a second
