@@ -420,3 +420,28 @@ def test_gpu_fill_timing_round_that_would_end_past_the_deadline_does_not_start(t
     monkeypatch.setattr(gpu_fill.time, "time", lambda: float(next(clock)))
     rounds = gpu_fill.time_pair(base, "sym:0.2", ["a", "b"], 7.0, tmp_path, lambda _: None, first_round=2.0)
     assert len(rounds) == 1 and ran == ["a", "b"]  # the first round's 3 clock ticks leave too little for a second
+
+
+def test_summary_table_bolds_each_settings_best_and_averages_seeds():
+    """benchmarks/summary_table.py: mean ± std over a method's seeds, the best accuracy and AUROC of a setting in
+    bold (each its own winner), a mean column only for methods with every setting, F1 against the reference."""
+    from benchmarks.summary_table import markdown, per_seed, summary
+
+    def cell(m, n, s, acc, auroc, f1=None):
+        return {"method": m, "noise": n, "seed": s, "status": "done", "val_selected_test_acc": acc,
+                "auroc": auroc, "issue_f1": f1}
+
+    results = {"spec": {"noises": ["sym:0.2", "sym:0.6"]}, "cells": [
+        cell("a", "sym:0.2", 0, 0.80, 0.90, 0.7), cell("a", "sym:0.2", 1, 0.82, 0.92, 0.8),
+        cell("a", "sym:0.6", 0, 0.60, 0.95, 0.9),
+        cell("b", "sym:0.2", 0, 0.85, 0.80, 0.5), cell("b", "sym:0.6", 0, 0.50, 0.85),
+        cell("c", "sym:0.2", 0, 0.99, 0.99), {"method": "c", "noise": "sym:0.6", "seed": 0, "status": "pending"}]}
+    s = summary(results)
+    assert s["rows"]["a"]["sym:0.2"]["acc"] == pytest.approx(81.0) and s["rows"]["a"]["sym:0.2"]["acc_std"] == pytest.approx(1.0)
+    assert s["best"]["sym:0.2"] == {"acc": "c", "auroc": "c"} and s["best"]["sym:0.6"] == {"acc": "a", "auroc": "a"}
+    md = markdown(s).splitlines()
+    row = {line.split(" | ")[0][2:]: line for line in md[2:]}
+    assert "81.0 ± 1.0 · 0.910" in row["a"] and "**60.0** · **0.950**" in row["a"] and row["a"].endswith("| **70.5** |")
+    assert row["b"].endswith("| 67.5 |") and row["c"].endswith("| — |") and "**99.0** · **0.990** | — |" in row["c"]
+    lines = per_seed(s, ["a"], "b")
+    assert "sym-0.2 80.0 / 82.0" in lines and "sym-0.2 0.750 (0.500, +25.0)" in lines and "sym-0.6 0.900" in lines
