@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -445,3 +446,22 @@ def test_summary_table_bolds_each_settings_best_and_averages_seeds():
     assert row["b"].endswith("| 67.5 |") and row["c"].endswith("| — |") and "**99.0** · **0.990** | — |" in row["c"]
     lines = per_seed(s, ["a"], "b")
     assert "sym-0.2 80.0 / 82.0" in lines and "sym-0.2 0.750 (0.500, +25.0)" in lines and "sym-0.6 0.900" in lines
+
+
+GRIDS = sorted(p for p in (Path(__file__).resolve().parent.parent / "benchmarks" / "grids").glob("*.yaml")
+               if p.name != "consensus_variants.yaml")  # that one maps variant names to settings (gpu_grid.py)
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=[p.stem for p in GRIDS])
+def test_every_committed_grid_parses_into_cells_of_registered_methods(grid):
+    """A committed grid must still describe a runnable bench: a typo, a renamed method or setting would otherwise
+    surface only when someone reruns the benchmark its results file names."""
+    import copy
+
+    import noisyft.methods  # noqa: F401  (registers every method)
+    from noisyft.bench.grid import BenchSpec
+    from noisyft.methods.registry import METHODS
+
+    spec = BenchSpec.from_dict(copy.deepcopy(yaml.safe_load(grid.read_text())), str(grid))
+    cells = spec.cells()
+    assert cells and {c.method.split("?")[0] for c in cells} <= set(METHODS.names())
