@@ -32,6 +32,11 @@ def cell_values(results: dict) -> dict:
     return out
 
 
+def label(noise: str | None) -> str:
+    """A setting's column name: ``sym:0.2`` → ``sym-0.2``; labels as given (``None`` in a grid) → ``none``."""
+    return "none" if noise is None else noise.replace(":", "-")
+
+
 def mean(xs: list) -> float | None:
     """The mean of the values that are there (None where none is)."""
     xs = [x for x in xs if x is not None]
@@ -56,7 +61,7 @@ def summary(results: dict) -> dict:
 def markdown(s: dict) -> str:
     """The summary table: ``acc ± std · AUROC`` per setting, bold where best, and the mean accuracy."""
     noises = s["noises"]
-    lines = ["| method | " + " | ".join(n.replace(":", "-") for n in noises) + " | mean acc |",
+    lines = ["| method | " + " | ".join(label(n) for n in noises) + " | mean acc |",
              "|---|" + "---|" * (len(noises) + 1)]
     means = {m: mean([r.get(n, {}).get("acc") for n in noises]) if all(n in r for n in noises) else None
              for m, r in s["rows"].items()}
@@ -84,14 +89,14 @@ def per_seed(s: dict, methods: list[str], reference: str) -> str:
     lines = []
     for m in methods:
         r = s["rows"].get(m, {})
-        accs = ", ".join(f"{n.replace(':', '-')} " + " / ".join(f"{a:.1f}" for a in c["acc_by_seed"])
+        accs = ", ".join(f"{label(n)} " + " / ".join(f"{a:.1f}" for a in c["acc_by_seed"])
                          for n, c in r.items())
         lines.append(f"- {m}, accuracy per seed: {accs}")
         ref = s["rows"].get(reference, {})
         f1 = [(n, c["issue_f1"], ref.get(n, {}).get("issue_f1")) for n, c in r.items() if c["issue_f1"] is not None]
         if f1:
             lines.append(f"- {m}, issue F1 (vs {reference}): " + ", ".join(
-                f"{n.replace(':', '-')} {a:.3f}" + ("" if b is None else f" ({b:.3f}, {100 * (a - b):+.1f})")
+                f"{label(n)} {a:.3f}" + ("" if b is None else f" ({b:.3f}, {100 * (a - b):+.1f})")
                 for n, a, b in f1))
     return "\n".join(lines)
 

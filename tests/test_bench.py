@@ -446,6 +446,8 @@ def test_summary_table_bolds_each_settings_best_and_averages_seeds():
     assert row["b"].endswith("| 67.5 |") and row["c"].endswith("| — |") and "**99.0** · **0.990** | — |" in row["c"]
     lines = per_seed(s, ["a"], "b")
     assert "sym-0.2 80.0 / 82.0" in lines and "sym-0.2 0.750 (0.500, +25.0)" in lines and "sym-0.6 0.900" in lines
+    clean = summary({"spec": {"noises": [None]}, "cells": [cell("a", None, 0, 0.5, None)]})  # labels as given
+    assert markdown(clean).splitlines()[0] == "| method | none | mean acc |" and "**50.0** · —" in markdown(clean)
 
 
 GRIDS = sorted(p for p in (Path(__file__).resolve().parent.parent / "benchmarks" / "grids").glob("*.yaml")

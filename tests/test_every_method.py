@@ -144,3 +144,27 @@ def test_method_leaves_a_complete_run_and_resumes_as_finished(images, clip_dir, 
     assert again.run_dir == d and again.summary == summary
     pd.testing.assert_frame_equal(again.label_issues.reset_index(drop=True), issues)
     assert {name: (d / name).stat().st_mtime_ns for name in outputs} == stamp
+
+
+def test_fine_tuning_with_too_few_optimiser_steps_says_so(images, tmp_path, caplog):
+    """A fresh head fine-tuned for fewer than FEW_FFT_STEPS optimiser steps draws one warning naming the steps and
+    the --epochs-fft that would reach the threshold; enough steps, or no fine-tuning, draw none."""
+    import logging
+    from types import SimpleNamespace
+
+    from noisyft.methods.base import FEW_FFT_STEPS, Context
+
+    def warned(n, batch, epochs):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="noisyft.methods.base"):
+            Context._warn_few_steps(SimpleNamespace(train=range(n), cfg=SimpleNamespace(batch_size=batch), epochs_fft=epochs))
+        return [r.getMessage() for r in caplog.records]
+
+    msg = warned(297, 128, 5)
+    assert len(msg) == 1 and "only 15 optimiser steps (5 epochs × 3 batches of 297" in msg[0]
+    assert f"--epochs-fft {-(-FEW_FFT_STEPS // 3)} makes {-(-FEW_FFT_STEPS // 3) * 3}" in msg[0]
+    assert warned(297, 128, 20) == [] and warned(1800, 128, 5) == [] and warned(297, 128, 0) == []
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="noisyft.methods.base"):
+        api.fit(data=str(images), method="ce-fft", out=str(tmp_path / "run"), **TINY)
+    assert any("optimiser steps" in r.getMessage() for r in caplog.records)
