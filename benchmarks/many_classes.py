@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
-
-import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from noisyft.config import OptimConfig  # noqa: E402
