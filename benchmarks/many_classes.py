@@ -71,6 +71,12 @@ def one(classes: int, per_class: int, kind: str, flip: float, seed: int, sep: fl
             "share_cleanlab": float(theirs.mean()), "f1_cleanlab": float(f1_score(wrong, theirs)) if wrong.any() else None}
 
 
+def mean_of(rows: list[dict], key: str) -> str:
+    """The seeds' mean of ``key`` to three decimals; a dash where no seed has it (no wrong label to score)."""
+    vals = [r[key] for r in rows if r[key] is not None]
+    return f"{np.mean(vals):.3f}" if vals else "–"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="+", default=["10x300", "10x30", "100x30", "100x60", "200x25"],
@@ -90,19 +96,16 @@ def main() -> None:
             kind, flip = noise.split(":")
             rs = [one(classes, per_class, kind, float(flip), s, a.sep) for s in a.seeds]
             rows += rs
-
-            def m(k):
-                vals = [r[k] for r in rs if r[k] is not None]
-                return f"{np.mean(vals):.3f}" if vals else "–"
-            print(f"| {classes} × {per_class} | {noise} | {m('acc_given')} | {m('acc_prediction')} | {m('acc_posterior')} "
-                  f"| {m('expected_noise')} ({m('realised')}) | {m('share_flagged')} | {m('f1_posterior')} | {m('f1_cleanlab')} |",
-                  flush=True)
+            cols = ("acc_given", "acc_prediction", "acc_posterior", "expected_noise", "realised", "share_flagged",
+                    "f1_posterior", "f1_cleanlab")
+            given, pred, post, expected, realised, flagged, ours, theirs = (mean_of(rs, k) for k in cols)
+            print(f"| {classes} × {per_class} | {noise} | {given} | {pred} | {post} | {expected} ({realised}) | "
+                  f"{flagged} | {ours} | {theirs} |", flush=True)
     if a.json:
-        Path(a.json).write_text(json.dumps({"command": "python benchmarks/many_classes.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(a).items() if v is not None and k != "json"),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "rows": rows}, indent=1))
+        Path(a.json).write_text(json.dumps({"command": "python " + " ".join(sys.argv),
+                                            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                            "machine": platform.processor() or platform.machine(),
+                                            "torch": torch.__version__, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

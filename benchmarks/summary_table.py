@@ -17,18 +17,14 @@ from pathlib import Path
 import numpy as np
 
 
-def cell_values(results: dict) -> dict:
-    """``(method, noise) -> {"acc": [...], "auroc": [...], "f1": [...], "seeds": [...]}`` over finished cells, in
-    seed order."""
+def by_seed(results: dict) -> dict:
+    """``(method, noise) -> {"acc": [...], "f1": [...]}``: the finished cells' values seed by seed (the means and
+    standard deviations are the results file's own ``table``, :func:`noisyft.bench.results.aggregate`)."""
     out: dict = defaultdict(lambda: defaultdict(list))
     for r in sorted(results["cells"], key=lambda r: r["seed"]):
-        if r.get("status") != "done" or r.get("val_selected_test_acc") is None:
-            continue
-        v = out[(r["method"], r["noise"])]
-        v["seeds"].append(r["seed"])
-        v["acc"].append(100 * r["val_selected_test_acc"])
-        v["auroc"].append(r.get("auroc"))
-        v["f1"].append(r.get("issue_f1"))
+        if r.get("status") == "done" and r.get("val_selected_test_acc") is not None:
+            out[(r["method"], r["noise"])]["acc"].append(100 * r["val_selected_test_acc"])
+            out[(r["method"], r["noise"])]["f1"].append(r.get("issue_f1"))
     return out
 
 
@@ -37,22 +33,20 @@ def label(noise: str | None) -> str:
     return "none" if noise is None else noise.replace(":", "-")
 
 
-def mean(xs: list) -> float | None:
-    """The mean of the values that are there (None where none is)."""
-    xs = [x for x in xs if x is not None]
-    return float(np.mean(xs)) if xs else None
-
-
 def summary(results: dict) -> dict:
-    """Per method and noise: mean / std (n) accuracy, mean AUROC and issue F1; per noise the best method of each."""
-    vals = cell_values(results)
-    noises = results["spec"]["noises"]
-    methods = list(dict.fromkeys(m for m, _ in vals))
-    rows = {m: {n: {"acc": mean(vals[(m, n)]["acc"]), "acc_std": float(np.std(vals[(m, n)]["acc"])),
-                    "n": len(vals[(m, n)]["acc"]), "auroc": mean(vals[(m, n)]["auroc"]),
-                    "issue_f1": mean(vals[(m, n)]["f1"]), "seeds": vals[(m, n)]["seeds"],
-                    "acc_by_seed": vals[(m, n)]["acc"], "f1_by_seed": vals[(m, n)]["f1"]}
-                for n in noises if (m, n) in vals} for m in methods}
+    """Per method and noise: mean / std (n) accuracy, mean AUROC and issue F1 from the results' ``table``, the seeds'
+    values beside them; per noise the best method by accuracy and by AUROC."""
+    seeds, noises = by_seed(results), results["spec"]["noises"]
+    rows: dict = {}
+    for a in results["table"]:
+        if not a["finished"] or a.get("val_selected_test_acc") is None:
+            continue
+        v = seeds[(a["method"], a["noise"])]
+        rows.setdefault(a["method"], {})[a["noise"]] = {
+            "acc": 100 * a["val_selected_test_acc"], "acc_std": 100 * (a["val_selected_test_acc_std"] or 0.0),
+            "n": a["finished"], "auroc": a.get("auroc"), "issue_f1": a.get("issue_f1"),
+            "acc_by_seed": v["acc"], "f1_by_seed": v["f1"]}
+    methods = list(rows)
     best = {n: {k: max((m for m in methods if rows[m].get(n, {}).get(k) is not None),
                        key=lambda m: rows[m][n][k], default=None) for k in ("acc", "auroc")} for n in noises}
     return {"noises": noises, "rows": rows, "best": best}
@@ -63,7 +57,7 @@ def markdown(s: dict) -> str:
     noises = s["noises"]
     lines = ["| method | " + " | ".join(label(n) for n in noises) + " | mean acc |",
              "|---|" + "---|" * (len(noises) + 1)]
-    means = {m: mean([r.get(n, {}).get("acc") for n in noises]) if all(n in r for n in noises) else None
+    means = {m: float(np.mean([r[n]["acc"] for n in noises])) if all(n in r for n in noises) else None
              for m, r in s["rows"].items()}
     top = max((m for m in means if means[m] is not None), key=lambda m: means[m], default=None)
     for m, r in s["rows"].items():
@@ -88,7 +82,7 @@ def per_seed(s: dict, methods: list[str], reference: str) -> str:
     """Each named method's accuracies seed by seed, and its mean issue F1 against ``reference``'s (points)."""
     lines = []
     for m in methods:
-        r = s["rows"].get(m, {})
+        r = {n: s["rows"].get(m, {})[n] for n in s["noises"] if n in s["rows"].get(m, {})}
         accs = ", ".join(f"{label(n)} " + " / ".join(f"{a:.1f}" for a in c["acc_by_seed"])
                          for n, c in r.items())
         lines.append(f"- {m}, accuracy per seed: {accs}")

@@ -428,16 +428,22 @@ def test_summary_table_bolds_each_settings_best_and_averages_seeds():
     bold (each its own winner), a mean column only for methods with every setting, F1 against the reference."""
     from benchmarks.summary_table import markdown, per_seed, summary
 
+    from noisyft.bench.results import aggregate
+
     def cell(m, n, s, acc, auroc, f1=None):
-        return {"method": m, "noise": n, "seed": s, "status": "done", "val_selected_test_acc": acc,
-                "auroc": auroc, "issue_f1": f1}
+        return {"data": "d", "backbone": "b", "method": m, "noise": n, "seed": s, "status": "done",
+                "val_selected_test_acc": acc, "auroc": auroc, "issue_f1": f1}
+
+    def with_table(results):  # as noisyft bench writes it: the cells and their means over seeds
+        return {**results, "table": aggregate(results["cells"])}
 
     results = {"spec": {"noises": ["sym:0.2", "sym:0.6"]}, "cells": [
         cell("a", "sym:0.2", 0, 0.80, 0.90, 0.7), cell("a", "sym:0.2", 1, 0.82, 0.92, 0.8),
         cell("a", "sym:0.6", 0, 0.60, 0.95, 0.9),
         cell("b", "sym:0.2", 0, 0.85, 0.80, 0.5), cell("b", "sym:0.6", 0, 0.50, 0.85),
-        cell("c", "sym:0.2", 0, 0.99, 0.99), {"method": "c", "noise": "sym:0.6", "seed": 0, "status": "pending"}]}
-    s = summary(results)
+        cell("c", "sym:0.2", 0, 0.99, 0.99),
+        {"data": "d", "backbone": "b", "method": "c", "noise": "sym:0.6", "seed": 0, "status": "pending"}]}
+    s = summary(with_table(results))
     assert s["rows"]["a"]["sym:0.2"]["acc"] == pytest.approx(81.0) and s["rows"]["a"]["sym:0.2"]["acc_std"] == pytest.approx(1.0)
     assert s["best"]["sym:0.2"] == {"acc": "c", "auroc": "c"} and s["best"]["sym:0.6"] == {"acc": "a", "auroc": "a"}
     md = markdown(s).splitlines()
@@ -446,7 +452,7 @@ def test_summary_table_bolds_each_settings_best_and_averages_seeds():
     assert row["b"].endswith("| 67.5 |") and row["c"].endswith("| — |") and "**99.0** · **0.990** | — |" in row["c"]
     lines = per_seed(s, ["a"], "b")
     assert "sym-0.2 80.0 / 82.0" in lines and "sym-0.2 0.750 (0.500, +25.0)" in lines and "sym-0.6 0.900" in lines
-    clean = summary({"spec": {"noises": [None]}, "cells": [cell("a", None, 0, 0.5, None)]})  # labels as given
+    clean = summary(with_table({"spec": {"noises": [None]}, "cells": [cell("a", None, 0, 0.5, None)]}))  # labels as given
     assert markdown(clean).splitlines()[0] == "| method | none | mean acc |" and "**50.0** · —" in markdown(clean)
 
 

@@ -149,12 +149,11 @@ class Context:
     def _warn_few_steps(self) -> None:
         """Say so when fine-tuning from a fresh head gets too few optimiser steps to overtake the linear probe."""
         batches = math.ceil(len(self.train) / self.cfg.batch_size)
-        steps = self.epochs_fft * batches
-        if 0 < steps < FEW_FFT_STEPS:
+        steps, enough = self.epochs_fft * batches, math.ceil(FEW_FFT_STEPS / batches)
+        if 0 < steps < FEW_FFT_STEPS and dist.is_main():  # a data-parallel run says it once
             log.warning("fine-tuning takes only %d optimiser steps (%d epochs × %d batches of %d training images): "
                         "from a fresh head this few can end below the linear probe; --epochs-fft %d makes %d",
-                        steps, self.epochs_fft, batches, len(self.train), math.ceil(FEW_FFT_STEPS / batches),
-                        math.ceil(FEW_FFT_STEPS / batches) * batches)
+                        steps, self.epochs_fft, batches, len(self.train), enough, enough * batches)
 
     def eval_tf(self):
         return eval_transform(self.backbone.preprocess)

@@ -48,7 +48,8 @@ Algorithm (settings: :class:`ConsensusSettings`, read from ``extra``):
    AUROC 0.919 against 0.911); ``is_label_issue`` (``issues_from=final``): the labels the last epoch's label
    posterior (the detector's prediction mixed with the temporal ensemble, under the detector's T: fine-tuning's
    own final targets) makes most probably wrong, as many as maximise the F1 that posterior expects
-   (new_method_design.md §15: F1 0.777 against the detector's 0.720 over 16 noisy settings). The detector's own verdict (``consensus-detect``'s, and
+   (new_method_design.md §15: F1 0.777 against the detector's 0.720 over 16 noisy settings). The detector's own
+   verdict (``consensus-detect``'s, and
    ``consensus``'s where its held-out test rejects the prediction's T) uses the detector's posterior, out of
    sample as the confident joint needs. With a validation split that posterior's noise model is the prediction's
    unless the out-of-fold probes' or the heads' own predicts the split's noisy labels better by ``verdict_z`` (2)
@@ -592,7 +593,8 @@ CONSENSUS_LABEL_QUALITY = ("label_quality: the consensus score, the UNICON-LP he
                            "and the given label (consensus: mixed with the fine-tuned model's temporal-ensemble probability "
                            "of the given label, then averaged with the final label posterior's probability of the given "
                            "label where is_label_issue comes from that posterior); is_label_issue: the labels most "
-                           "probably wrong under the label posterior (a class distribution times the noise process estimated from cleanlab's confident joint on the "
+                           "probably wrong under the label posterior (a class distribution times the noise process "
+                           "estimated from cleanlab's confident joint on the "
                            "detector's out-of-sample prediction), as many as maximise the F1 the posterior itself expects. "
                            "consensus (issues_from=final): the posterior of its last fine-tuning targets, the detector's "
                            "prediction mixed with the model's temporal ensemble; consensus-detect, and consensus where the "
