@@ -502,6 +502,34 @@ def test_cotrain_epochs_sets_the_co_trained_heads_epochs_only(tmp_path):
     assert lp[-1]["stage"] == "refurbished head"
 
 
+@pytest.mark.parametrize("head_batch, expected", [(None, 32), (48, 48)])
+def test_head_batch_size_sets_every_cached_feature_head_s_batch(tmp_path, monkeypatch, head_batch, expected):
+    """head_batch_size is the batch of the out-of-fold probes, the co-trained heads (UNICON-LP halves it for its two
+    loaders) and the refurbished head; unset, the run's --batch-size."""
+    from noisyft.methods import consensus, linear_probe, mixmatch
+    from tests.conftest import write_splits
+
+    seen: dict[str, set] = {"probes": set(), "cotrain": set(), "refurbished": set()}
+
+    def spy(module, name, key):
+        real = getattr(module, name)
+
+        def wrapped(*args, **kw):
+            seen[key].add(kw["batch_size"])
+            return real(*args, **kw)
+        monkeypatch.setattr(module, name, wrapped)
+
+    spy(linear_probe, "fit_probes", "probes")
+    spy(mixmatch, "warmup_epoch", "cotrain")
+    spy(mixmatch, "mixmatch_epoch", "cotrain")
+    spy(consensus, "train_head_epoch", "refurbished")
+    root = write_splits(tmp_path / "imgs", 20, 5)
+    api.fit(data=str(root), noise="symflip:0.3", method="consensus-detect", out=str(tmp_path / "det"), seed=1,
+            extra={"cotrain_epochs": 7, **({} if head_batch is None else {"head_batch_size": head_batch})},
+            **{**TINY, "epochs_lp": 9})
+    assert seen == {"probes": {expected}, "cotrain": {expected // 2}, "refurbished": {expected}}
+
+
 @pytest.mark.parametrize("explicit, estimate, below, n, expected", [
     (7, 0.1, 0.5, 4500, 7),        # an explicit cotrain_epochs always wins
     (None, None, 0.5, 4500, 20),   # no out-of-fold probes: no estimate, full epochs

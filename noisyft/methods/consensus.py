@@ -127,6 +127,9 @@ class ConsensusSettings(MethodSettings):
                                              "process estimated from their prediction alone understates the noise)",
                                              range=Range(0, None))
     folds: int = option(5, "folds of the out-of-fold probes", range=Range(2, None))
+    head_batch_size: Optional[int] = option(None, "batch size of every linear head trained on the cached features (the "
+                                            "out-of-fold probes, the co-trained heads, the refurbished head; null: the "
+                                            "run's --batch-size)", range=Range(1, None))
     oof_loss: str = option("gce", "loss of the out-of-fold probes", choices=("ce", "gce", "sce", "elr"))
     knn_k: int = option(20, "neighbours of the kNN agreement (cosine, self excluded)", range=Range(1, None))
     knn_temperature: float = option(0.1, "neighbour vote weight exp(similarity / T)", range=POSITIVE)
@@ -518,6 +521,11 @@ class Detection(NamedTuple):
     noise_model: str = "prediction"  # whose noise model the verdict used (another: the held-out test rejected p's)
 
 
+def head_batch(ctx: Context, s: ConsensusSettings) -> int:
+    """The batch size of the linear heads trained on cached features: ``head_batch_size``, else the run's."""
+    return s.head_batch_size or ctx.cfg.batch_size
+
+
 def run_detector(ctx: Context, s: ConsensusSettings) -> Detection:
     """The detector on the cached features and its verdict, timed as ``selection``/``lp``."""
     cfg, labels = ctx.cfg, ctx.train.labels
@@ -527,14 +535,14 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> Detection:
     head, stats = None, {}
     with ctx.run.phase("selection"):  # out-of-fold probes, kNN agreement
         det = cd.detect(feats, labels, ctx.num_classes, components=used, folds=s.folds, epochs=cfg.epochs_lp,
-                        optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed, k=s.knn_k,
+                        optim=ctx.lp_optim, batch_size=head_batch(ctx, s), seed=cfg.seed, k=s.knn_k,
                         knn_temperature=s.knn_temperature, oof_loss=s.oof_loss,
                         val_feats=ctx.feature_tensor("val") if held_out else None)
     estimate = confident_joint_rates(labels, det.probs["oof"])[0] if "oof" in det.probs else None
     stats["noise_estimate_oof"] = estimate
     if "cotrain" in used:  # UNICON-LP logs its own lp epochs and times them
         stats["cotrain_epochs"] = cotrain_epochs(s, cfg.epochs_lp, estimate, len(labels))
-        score, probs, head = cd.cotrain_scores(ctx, stats["cotrain_epochs"])
+        score, probs, head = cd.cotrain_scores(ctx, stats["cotrain_epochs"], head_batch(ctx, s))
         det.scores["cotrain"], det.probs["cotrain"] = score, probs
         if held_out:
             det.val_probs["cotrain"] = head_logits(head, ctx.features("val"), ctx.device).float().softmax(1).double().numpy()
@@ -612,7 +620,7 @@ def consensus_detect(ctx: Context) -> MethodOutput:
     det = run_detector(ctx, s)
     with ctx.run.phase("lp"):
         head = refurbish_head(ctx.feature_tensor("train"), labels, start_targets(labels, det.w, det.probs, s, det.noise),
-                              epochs=ctx.cfg.epochs_lp, optim=ctx.lp_optim, batch_size=ctx.cfg.batch_size, seed=ctx.cfg.seed,
+                              epochs=ctx.cfg.epochs_lp, optim=ctx.lp_optim, batch_size=head_batch(ctx, s), seed=ctx.cfg.seed,
                               init=det.head)
     ctx.log_epoch("lp", ctx.cfg.epochs_lp + 1, head=head, stage="refurbished head")
     logits = head_logits(head, ctx.features("train"), ctx.device)
@@ -640,7 +648,7 @@ def consensus(ctx: Context) -> MethodOutput:
         score, w, probs, noise = det.score, det.w, det.probs, det.noise
         with ctx.run.phase("lp"):
             head = refurbish_head(ctx.feature_tensor("train"), labels, start_targets(labels, w, probs, s, noise),
-                                  epochs=cfg.epochs_lp, optim=ctx.lp_optim, batch_size=cfg.batch_size, seed=cfg.seed,
+                                  epochs=cfg.epochs_lp, optim=ctx.lp_optim, batch_size=head_batch(ctx, s), seed=cfg.seed,
                                   init=det.head)
         # fine-tuning's epoch 0: the pretrained backbone with the refurbished head (a candidate for delivery)
         rec = ctx.log_epoch("fft", 0, head=head, stage="start: pretrained backbone + refurbished head")

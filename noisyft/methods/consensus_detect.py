@@ -120,10 +120,11 @@ def given_prob(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.asarray(probs)[np.arange(len(labels)), labels]
 
 
-def cotrain_scores(ctx, epochs: int | None = None) -> tuple[np.ndarray, np.ndarray, nn.Linear]:
+def cotrain_scores(ctx, epochs: int | None = None, batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, nn.Linear]:
     """UNICON-LP on the cached features: (1 − JSD score, averaged heads' class distribution, averaged head).
 
-    ``epochs``: its epochs, warm-up included (None: the run's ``epochs_lp``). Logs its epochs as the run's
+    ``epochs``: its epochs, warm-up included (None: the run's ``epochs_lp``); ``batch_size``: in place of the run's
+    (UNICON-LP halves it for its two loaders). Logs its epochs as the run's
     ``lp`` phase (test/val accuracy of the averaged head).
     """
     import dataclasses
@@ -132,7 +133,8 @@ def cotrain_scores(ctx, epochs: int | None = None) -> tuple[np.ndarray, np.ndarr
     from noisyft.methods.settings import resolve_settings
 
     # UNICON-LP with its own default settings, sharing the run's cached features and checkpoints
-    cfg = dataclasses.replace(ctx.cfg, extra={}, epochs_lp=ctx.cfg.epochs_lp if epochs is None else epochs)
+    cfg = dataclasses.replace(ctx.cfg, extra={}, epochs_lp=ctx.cfg.epochs_lp if epochs is None else epochs,
+                              batch_size=batch_size or ctx.cfg.batch_size)
     unicon = dataclasses.replace(ctx, cfg=cfg, _settings=resolve_settings(cfg, ctx.train.classes, method="unicon-lp"))
     out = METHODS.get("unicon-lp")(unicon)
     head = out.model.head
