@@ -63,10 +63,18 @@ def merged_results(spec: BenchSpec, have: dict, out: Path, rerun: list[str], noi
     return tabulate(spec, rows)
 
 
+def fit_args(label: str) -> list[str]:
+    """``noisyft fit`` arguments of a timed method: ``name`` or ``name?key=value&key=value`` (its ``--extra``
+    settings, e.g. ``consensus?head_batch_size=512``)."""
+    name, _, query = label.partition("?")
+    return ["--method", name, *[a for kv in filter(None, query.split("&")) for a in ("--extra", kv)]]
+
+
 def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path, log, extra: list[str] = (),
               first_round: float = 0.0) -> list[dict]:
-    """``noisyft fit`` of each method of ``pair`` in turn, alone, repeated while a whole round fits before ``until``,
-    the order reversed every other round (so neither method always runs first on a warm machine); ``extra``
+    """``noisyft fit`` of each method of ``pair`` (two or more, each as :func:`fit_args` reads it) in turn, alone,
+    repeated while a whole round fits before ``until``, the order reversed every other round (so no method always
+    runs first on a warm machine); ``extra``
     arguments come last, so they override the grid's: ``--image-size 224`` times a larger input. A round is expected
     to last as long as the one before, the first ``first_round`` seconds: one that would end past ``until`` does
     not start (a round cut by the call's own limit loses what the call had not yet written)."""
@@ -74,11 +82,11 @@ def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path,
     while time.time() + took <= until:
         t0, rnd = time.time(), {}
         for m in (pair if len(rounds) % 2 == 0 else pair[::-1]):
-            run = root / f"r{len(rounds)}-{m}"
+            run = root / f"r{len(rounds)}-{m.replace('?', '-').replace('&', '-').replace('=', '')}"
             shutil.rmtree(run, ignore_errors=True)
             cmd = [sys.executable, "-m", "noisyft.cli", "fit", "--data", base["data"][0], "--noise", noise,
                    "--image-size", str(base["image_size"]), "--val-fraction", str(base["val_fraction"]),
-                   "--method", m, "--out", str(run), "--no-progress", "--num-workers", "8", *extra]
+                   *fit_args(m), "--out", str(run), "--no-progress", "--num-workers", "8", *extra]
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(5.0, until - time.time() + 60))
             except subprocess.TimeoutExpired:
@@ -119,7 +127,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=520)
     ap.add_argument("--timing-seconds", type=float, default=110,
                     help="seconds kept for the timing pair, at least one round's; 0: no timing")
-    ap.add_argument("--timing", nargs=2, default=["ce-fft", "consensus"])
+    ap.add_argument("--timing", nargs="+", default=["ce-fft", "consensus"],
+                    help="the methods timed side by side (two or more; name?key=value adds --extra key=value)")
     ap.add_argument("--timing-noise", default="sym:0.2")
     ap.add_argument("--timing-args", default="", help="more `noisyft fit` arguments for the timing pair, e.g. '--image-size 224'")
     ap.add_argument("--keep", default=os.environ.get("OUT", "gpu-fill-out"))

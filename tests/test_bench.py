@@ -393,6 +393,15 @@ def test_gpu_fill_timing_pair_alternates_which_method_runs_first(tmp_path, monke
     assert all(set(r) == {"ce-fft", "consensus"} for r in rounds)
 
 
+def test_gpu_fill_times_a_method_with_its_settings():
+    """A timed label name?key=value runs the method with --extra key=value, beside the plain name."""
+    from benchmarks import gpu_fill
+
+    assert gpu_fill.fit_args("ce-fft") == ["--method", "ce-fft"]
+    assert gpu_fill.fit_args("consensus?head_batch_size=512&folds=3") == [
+        "--method", "consensus", "--extra", "head_batch_size=512", "--extra", "folds=3"]
+
+
 def test_gpu_fill_timing_round_that_would_end_past_the_deadline_does_not_start(tmp_path, monkeypatch):
     """A first round expected to last ``first_round`` seconds starts only when it ends by the deadline; later rounds
     are expected to last as long as the one before (a round cut by the call's limit lost a call's cells once)."""
