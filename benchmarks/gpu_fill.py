@@ -74,10 +74,10 @@ def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path,
               first_round: float = 0.0) -> list[dict]:
     """``noisyft fit`` of each method of ``pair`` (two or more, each as :func:`fit_args` reads it) in turn, alone,
     repeated while a whole round fits before ``until``, the order reversed every other round (so no method always
-    runs first on a warm machine); ``extra``
-    arguments come last, so they override the grid's: ``--image-size 224`` times a larger input. A round is expected
-    to last as long as the one before, the first ``first_round`` seconds: one that would end past ``until`` does
-    not start (a round cut by the call's own limit loses what the call had not yet written)."""
+    runs first on a warm machine); ``extra`` arguments come last, so they override the grid's: ``--image-size 224``
+    times a larger input. A round is expected to last as long as the one before, the first ``first_round`` seconds:
+    one that would end past ``until`` does not start (a round cut by the call's own limit loses what the call had
+    not yet written)."""
     rounds, took = [], first_round
     while time.time() + took <= until:
         t0, rnd = time.time(), {}
