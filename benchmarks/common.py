@@ -65,3 +65,15 @@ def cifar10_zip() -> str:
     if not SHARED_CIFAR10.exists():
         sys.exit(f"benchmark needs the shared CIFAR-10 zip at {SHARED_CIFAR10}")
     return str(SHARED_CIFAR10)
+
+
+def method_variant(label: str) -> tuple[str, list[str]]:
+    """A method as the design studies and the GPU timing name it, ``name`` or ``name?key=value&key=value`` (its
+    ``--extra`` settings): ``(name, ["key=value", ...])``."""
+    name, _, query = label.partition("?")
+    return name, [kv for kv in query.split("&") if kv]
+
+
+def variant_slug(label: str) -> str:
+    """A :func:`method_variant` label as a folder name (``consensus?a=1`` → ``consensus_a-1``)."""
+    return label.replace("?", "_").replace("&", "_").replace("=", "-").replace(":", "")

@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import method_variant, variant_slug  # noqa: E402
 from benchmarks.gpu_grid import Scheduler, one_cell_grid, tee_log, usable_cores  # noqa: E402
 from noisyft.bench.grid import BenchSpec, cell_dir, cell_finished  # noqa: E402
 from noisyft.bench.results import cell_row, results_markdown, tabulate  # noqa: E402
@@ -64,10 +65,10 @@ def merged_results(spec: BenchSpec, have: dict, out: Path, rerun: list[str], noi
 
 
 def fit_args(label: str) -> list[str]:
-    """``noisyft fit`` arguments of a timed method: ``name`` or ``name?key=value&key=value`` (its ``--extra``
-    settings, e.g. ``consensus?head_batch_size=512``)."""
-    name, _, query = label.partition("?")
-    return ["--method", name, *[a for kv in filter(None, query.split("&")) for a in ("--extra", kv)]]
+    """``noisyft fit`` arguments of a timed method, a :func:`~benchmarks.common.method_variant` label (e.g.
+    ``consensus?head_batch_size=512``)."""
+    name, settings = method_variant(label)
+    return ["--method", name, *[a for kv in settings for a in ("--extra", kv)]]
 
 
 def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path, log, extra: list[str] = (),
@@ -82,7 +83,7 @@ def time_pair(base: dict, noise: str, pair: list[str], until: float, root: Path,
     while time.time() + took <= until:
         t0, rnd = time.time(), {}
         for m in (pair if len(rounds) % 2 == 0 else pair[::-1]):
-            run = root / f"r{len(rounds)}-{m.replace('?', '-').replace('&', '-').replace('=', '')}"
+            run = root / f"r{len(rounds)}-{variant_slug(m)}"
             shutil.rmtree(run, ignore_errors=True)
             cmd = [sys.executable, "-m", "noisyft.cli", "fit", "--data", base["data"][0], "--noise", noise,
                    "--image-size", str(base["image_size"]), "--val-fraction", str(base["val_fraction"]),

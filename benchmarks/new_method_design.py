@@ -62,7 +62,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, md_table, stamp  # noqa: E402
+from benchmarks.common import RESULTS, md_table, method_variant, stamp, variant_slug  # noqa: E402
 
 NOISES = ["sym:0.2", "asym:0.2", "inst:0.2", "asym:0.4", "inst:0.4", "sym:0.6", "sym:0.9"]
 DATA = "/work/shared/data/cifar10-jpeg.zip"
@@ -546,9 +546,8 @@ def run_fft(args) -> None:
     for seed in args.seeds:
         for noise in args.noises:
             for spec in args.methods:
-                method, _, extra_txt = spec.partition("?")
-                extra = _extras(extra_txt.split("&")) if extra_txt else {}
-                name = spec.replace("?", "_").replace("&", "_").replace("=", "-").replace(":", "")
+                method, settings = method_variant(spec)
+                extra, name = _extras(settings), variant_slug(spec)
                 res = api.fit(data=args.data, noise=noise, method=method, seed=seed, epochs_fft=args.epochs_fft,
                               out=str(out_root / f"{name}-{noise.replace(':', '')}-s{seed}"), progress=False,
                               extra=extra, **GRID)

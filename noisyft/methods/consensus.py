@@ -528,21 +528,21 @@ def head_batch(ctx: Context, s: ConsensusSettings) -> int:
 
 def run_detector(ctx: Context, s: ConsensusSettings) -> Detection:
     """The detector on the cached features and its verdict, timed as ``selection``/``lp``."""
-    cfg, labels = ctx.cfg, ctx.train.labels
+    cfg, labels, batch = ctx.cfg, ctx.train.labels, head_batch(ctx, s)
     feats = ctx.feature_tensor("train")
     used = list(dict.fromkeys([*s.component_list, *s.score_component_list]))
     held_out = s.relabel == "posterior" and ctx.val is not None and len(ctx.val) > 1
     head, stats = None, {}
     with ctx.run.phase("selection"):  # out-of-fold probes, kNN agreement
         det = cd.detect(feats, labels, ctx.num_classes, components=used, folds=s.folds, epochs=cfg.epochs_lp,
-                        optim=ctx.lp_optim, batch_size=head_batch(ctx, s), seed=cfg.seed, k=s.knn_k,
+                        optim=ctx.lp_optim, batch_size=batch, seed=cfg.seed, k=s.knn_k,
                         knn_temperature=s.knn_temperature, oof_loss=s.oof_loss,
                         val_feats=ctx.feature_tensor("val") if held_out else None)
     estimate = confident_joint_rates(labels, det.probs["oof"])[0] if "oof" in det.probs else None
     stats["noise_estimate_oof"] = estimate
     if "cotrain" in used:  # UNICON-LP logs its own lp epochs and times them
         stats["cotrain_epochs"] = cotrain_epochs(s, cfg.epochs_lp, estimate, len(labels))
-        score, probs, head = cd.cotrain_scores(ctx, stats["cotrain_epochs"], head_batch(ctx, s))
+        score, probs, head = cd.cotrain_scores(ctx, stats["cotrain_epochs"], batch)
         det.scores["cotrain"], det.probs["cotrain"] = score, probs
         if held_out:
             det.val_probs["cotrain"] = head_logits(head, ctx.features("val"), ctx.device).float().softmax(1).double().numpy()
