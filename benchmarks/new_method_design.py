@@ -30,6 +30,12 @@ Two parts, each printing a table and writing JSON under ``benchmarks/results/``:
             each way, against the training truth, and each noise model's held-out log-likelihood of the validation
             split's noisy labels.
 
+``rates``   (cached features, seconds per cell) each given class's noise rate from cleanlab's confident joint on the
+            prediction (``noise_rates=confident_joint``) or the mixture-proportion estimate on the out-of-fold probes
+            (``noise_rates=mpe``): the noise each expects beside the realised noise, the accuracy of the first
+            fine-tuning targets and the detector's verdict (``consensus-detect``'s: without and with the validation
+            split's held-out choice), F1 and flagged share, against the training truth.
+
 ``final``   (reads committed bench cells; seconds per cell) ``consensus``'s verdict from what a finished run holds:
             each cell's detector is rerun on the cell's own config (checked against its saved detector score)
             beside the saved temporal ensemble of the fine-tuned model; the detector's verdict, the ensemble's own
@@ -310,9 +316,9 @@ def captured_verdict(seen: dict):
 
     verdict = cons.detector_verdict
 
-    def spy(det, predictors, probs, fitted, labels, val_labels, s):
-        seen.update(det=det, predictors=predictors, val_labels=val_labels, s=s)
-        return verdict(det, predictors, probs, fitted, labels, val_labels, s)
+    def spy(det, predictors, probs, fitted, labels, val_labels, s, rates=None):
+        seen.update(det=det, predictors=predictors, val_labels=val_labels, s=s, rates=rates)
+        return verdict(det, predictors, probs, fitted, labels, val_labels, s, rates)
 
     cons.detector_verdict = spy
     try:
@@ -438,7 +444,9 @@ def final_cell(path: Path) -> dict:
             "epochs_lp", "backbone", "batch_size", "gce_q", "tau", "augment", "extra")
     ctx = make_ctx(method="consensus", **{k: cfg[k] for k in keys})
     s = cons.ConsensusSettings(**cfg["extra"])
-    det = cons.run_detector(ctx, s)
+    seen: dict = {}
+    with captured_verdict(seen):
+        det = cons.run_detector(ctx, s)
     saved = np.load(path / "consensus" / "detector_score.npy")
     y, true = ctx.train.labels, ctx.train.true_labels
     wrong = y != true
@@ -452,6 +460,13 @@ def final_cell(path: Path) -> dict:
     # the method's rule (cons.final_verdict): the detector's verdict where its held-out test rejected the prediction's
     # noise model, which the final posterior (under the prediction's T) would inherit
     verdicts["final_unless_rejected"] = verdicts["mix_detector_T"] if cons.final_verdict(s, det) else det.issues
+    # the same final posterior under the noise process with the out-of-fold probes' mixture-proportion noise rates
+    # (noise_rates=mpe, §18), fine-tuning unchanged: the prediction calibrated under that process, mixed as above
+    mpe = cd.fit_noise_model(det.probs, y, cons.noise_rates(seen["det"], det.probs, y, dataclasses.replace(
+        s, noise_rates="mpe")))
+    post_mpe = cd.label_posterior((1 - s.model_weight) * mpe.calibrated(det.probs) + s.model_weight * ens, y,
+                                  mpe.transition)
+    verdicts["mix_mpe_T"] = cd.posterior_issues(post_mpe, y)
     row = {"cell": path.name.split("zip__")[-1], "noise": cfg["noise"], "seed": cfg["seed"], "chosen": det.noise_model,
            "reproduced": bool(np.allclose(saved, det.score, atol=1e-6)), "realised": float(wrong.mean())}
     for name, flags in verdicts.items():
@@ -464,13 +479,16 @@ def final_cell(path: Path) -> dict:
     rankings["mean_quality_posterior"] = (rankings["label_quality"] + rankings["final_posterior"]) / 2
     rankings["rank_quality_posterior"] = cd.ensemble_score([rankings["label_quality"], rankings["final_posterior"]])
     rankings["mean_ensemble_posterior"] = (rankings["ensemble"] + rankings["final_posterior"]) / 2
+    rankings["rank_quality_posterior_mpe"] = cd.ensemble_score([rankings["label_quality"], post_mpe[given]])
     row.update({f"auroc_{name}": auroc(score, wrong) for name, score in rankings.items()})
     return row
 
 
 def run_final(args) -> None:
-    collect_rows(args.name, (final_cell(path) for root in args.cells
-                             for path in sorted(Path(root).glob("cells/*__consensus__s*"))))
+    """Every ``consensus`` cell of the given bench folders (their cells/ folder), or the given run folders themselves."""
+    paths = [path for root in map(Path, args.cells)
+             for path in ([root] if (root / "config.json").exists() else sorted(root.glob("cells/*__consensus__s*")))]
+    collect_rows(args.name, (final_cell(path) for path in paths))
 
 
 def start_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
@@ -519,6 +537,37 @@ def estimate_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
             "estimate_oof": estimate, "cotrain_epochs": cotrain_epochs(s, c.epochs_lp, estimate, len(y))}
 
 
+def rates_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
+    """The detector's noise process under each ``noise_rates`` rule, scored against the training truth."""
+    from noisyft.methods import consensus_detect as cd
+    from noisyft.methods.consensus import ConsensusSettings, detector_verdict, noise_model_for, noise_rates, run_detector
+
+    ctx = make_ctx(data=data, noise=None if noise == "none" else noise, seed=seed, method="consensus", **grid)
+    seen: dict = {}
+    with captured_verdict(seen):
+        probs = run_detector(ctx, ConsensusSettings()).probs
+    y, true = ctx.train.labels, ctx.train.true_labels
+    wrong, share = y != true, np.bincount(y, minlength=ctx.num_classes) / len(y)
+    row = {"noise": noise, "seed": seed, "realised": float(wrong.mean()), "acc_given": float(1 - wrong.mean())}
+    for rule in cd.NOISE_RATES:
+        s, tag = ConsensusSettings(noise_rates=rule), rule.split("_")[0][:3]
+        rates = noise_rates(seen["det"], probs, y, s)
+        model = noise_model_for(probs, y, s, rates)
+        post = cd.label_posterior(model.calibrated(probs), y, model.transition)
+        row[f"est_{tag}"] = float(1 - np.trace(cd.calibrated_joint(y, probs)) if rates is None else share @ rates)
+        row[f"acc_targets_{tag}"] = float((post.argmax(1) == true).mean())
+        for val, where in ((None, ""), (seen["val_labels"], "_val")):
+            issues, stats = detector_verdict(seen["det"], seen["predictors"], probs, model, y, val, s, rates)
+            row[f"f1{where}_{tag}"], row[f"flagged{where}_{tag}"] = f1(issues, wrong), float(issues.mean())
+        row[f"model_val_{tag}"] = stats.get("verdict_noise_model")
+    return row
+
+
+def run_rates(args) -> None:
+    grid = {**GRID, "image_size": args.image_size, "max_train": args.max_train}
+    run_cells(args, lambda noise, seed: rates_cell(noise, seed, args.data, grid))
+
+
 def run_estimate(args) -> None:
     grid = {**GRID, "image_size": args.image_size, "max_train": args.max_train, "max_test": args.max_test}
     run_cells(args, lambda noise, seed: estimate_cell(noise, seed, args.data, grid))
@@ -548,8 +597,8 @@ def run_fft(args) -> None:
             for spec in args.methods:
                 method, settings = method_variant(spec)
                 extra, name = _extras(settings), variant_slug(spec)
-                res = api.fit(data=args.data, noise=noise, method=method, seed=seed, epochs_fft=args.epochs_fft,
-                              out=str(out_root / f"{name}-{noise.replace(':', '')}-s{seed}"), progress=False,
+                res = api.fit(data=args.data, noise=None if noise == "none" else noise, method=method, seed=seed,
+                              epochs_fft=args.epochs_fft, out=str(out_root / f"{name}-{noise.replace(':', '')}-s{seed}"), progress=False,
                               extra=extra, **GRID)
                 s, d = res.summary, res.summary.get("detection", {})
                 block = delivered_block(s) or {}
@@ -586,6 +635,7 @@ def main() -> None:
     t.add_argument("--extra", nargs="*", default=[],
                    help="the detector's settings KEY=VALUE (ConsensusSettings), e.g. components=cotrain")
     _subcommand(sub, "start", [0, 1], "new_method_start")
+    _subcommand(sub, "rates", [0], "noise_rates", sized=True)
     _subcommand(sub, "prior", [0], "prior_matched", sized=True)
     e = _subcommand(sub, "estimate", [0, 1, 2], "cotrain_rule_estimates", sized=True)
     e.add_argument("--max-test", type=int, default=GRID["max_test"])
@@ -596,7 +646,8 @@ def main() -> None:
     f.add_argument("--out", default="runs/new-method-design")
     f.add_argument("--max-test", type=int, default=GRID["max_test"])
     fin = sub.add_parser("final")
-    fin.add_argument("cells", nargs="+", help="bench output folders whose consensus cells to read (their cells/ folder)")
+    fin.add_argument("cells", nargs="+", help="bench output folders whose consensus cells to read (their cells/ folder), "
+                     "or consensus run folders")
     fin.add_argument("--name", default="verdict_final")
     args = ap.parse_args()
     if args.cmd == "final":
@@ -610,6 +661,8 @@ def main() -> None:
     elif args.cmd == "prior":
         GRID.update(image_size=args.image_size, max_train=args.max_train)
         run_prior(args)
+    elif args.cmd == "rates":
+        run_rates(args)
     elif args.cmd == "start":
         run_start(args)
     elif args.cmd == "estimate":

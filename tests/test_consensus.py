@@ -247,6 +247,45 @@ def test_noise_transition_recovers_a_known_flip_rate():
     assert set(np.flatnonzero(issues)) == set(flipped)
 
 
+def _weak_detector(flip: float, n: int = 3000, classes: int = 4, seed: int = 0):
+    """A detector wrong on a quarter of the samples, confidently (0.7 on another class, 0.2 on the true one), and
+    labels with a share ``flip`` moved to another class at random: (probs, given, true)."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, classes, n)
+    mistaken = rng.random(n) < 0.25
+    other = (true + rng.integers(1, classes, n)) % classes
+    probs = np.full((n, classes), 0.05)
+    probs[np.arange(n), true] = np.where(mistaken, 0.2, 0.85)
+    probs[np.arange(n), other] = np.where(mistaken, 0.7, 0.05)
+    given = true.copy()
+    flipped = rng.random(n) < flip
+    given[flipped] = (true[flipped] + rng.integers(1, classes, flipped.sum())) % classes
+    return probs, given, true
+
+
+@pytest.mark.parametrize("flip", [0.0, 0.2])
+def test_mpe_noise_rates_do_not_count_a_weak_detector_s_mistakes_as_noise(flip):
+    """The confident joint counts the detector's confident mistakes as wrong labels (≥ 0.15 too many); the
+    mixture-proportion estimate does not (within 0.03 of the realised rate), nor T with its rates."""
+    probs, given, true = _weak_detector(flip)
+    realised = float((given != true).mean())
+    rates = cd.mpe_noise_rates(probs, given)
+    assert confident_joint_rates(given, probs)[0] - realised >= 0.15
+    assert abs(float(np.bincount(given, minlength=4) @ rates / len(given)) - realised) <= 0.03
+    T = cd.noise_transition(probs, given, rates)
+    assert abs(float(1 - T[given, given].mean()) - realised) <= 0.03
+    assert np.allclose(cd.mpe_noise_rates(probs, given, max_reference=1500), rates, atol=0.03)  # a subsampled reference
+
+
+def test_with_noise_rates_sets_each_given_class_s_rate_and_keeps_its_mass_and_shape():
+    joint = np.array([[0.30, 0.06, 0.04], [0.0, 0.30, 0.0], [0.05, 0.05, 0.20]])  # [given, true]
+    out = cd.with_noise_rates(joint, np.array([0.5, 0.2, 0.0]))
+    assert np.allclose(out.sum(1), joint.sum(1))
+    assert np.allclose(1 - np.diag(out) / out.sum(1), [0.5, 0.2, 0.0])
+    assert out[0, 1] / out[0, 2] == pytest.approx(0.06 / 0.04)  # where the wrong labels come from: the joint's
+    assert out[1, 0] == pytest.approx(out[1, 2]) == pytest.approx(0.03)  # none in the joint: spread evenly
+
+
 def test_expected_f1_flags_picks_the_set_the_probabilities_expect_to_score_best():
     """q = [0.9, 0.05, 0.8, 0.3]: flagging the top two expects F1 2·1.7 / (2 + 2.05) = 0.84, more than one (0.59) or
     three (0.79); the order of the samples does not matter; all-zero q flags nothing."""
@@ -597,6 +636,29 @@ def test_low_noise_estimate_halves_the_co_trained_heads_epochs(tmp_path):
     sel = [m for m in read("selection.jsonl") if "cotrain_epochs" in m]
     assert len(sel) == 1 and sel[0]["cotrain_epochs"] == 5 and 0 <= sel[0]["noise_estimate_oof"] <= 1
     assert [m["epoch"] for m in read("metrics.jsonl") if m["phase"] == "lp"] == [1, 2, 3, 4, 5, 10]
+
+
+@pytest.mark.parametrize("extra, mpe", [({"noise_rates": "mpe"}, True), ({"noise_rates": "confident_joint"}, False),
+                                        ({}, False)])  # the default
+def test_noise_rates_setting_sets_the_noise_process_s_rates(tmp_path, monkeypatch, extra, mpe):
+    """noise_rates=mpe: every noise model (the prediction's and the held-out candidates') takes the out-of-fold probes'
+    mixture-proportion rates, logged as noise_estimate_mpe; confident_joint (the default) keeps each joint's own."""
+    from tests.conftest import write_splits
+
+    fitted = []
+    real = cd.fit_noise_model
+    monkeypatch.setattr(cd, "fit_noise_model", lambda probs, labels, r=None: fitted.append(r) or real(probs, labels, r))
+    root = write_splits(tmp_path / "imgs", 20, 5)
+    res = api.fit(data=str(root), noise="symflip:0.3", method="consensus-detect", out=str(tmp_path / "det"), seed=1,
+                  val_fraction=0.2, extra=extra, **TINY)
+    sel = [m for m in map(json.loads, (res.run_dir / "selection.jsonl").read_text().splitlines())
+           if "noise_estimate_oof" in m][0]  # the detector's record
+    assert len(fitted) == 3  # the prediction's, the probes' and the heads' noise models
+    if mpe:
+        assert all(r is not None and np.array_equal(r, fitted[0]) for r in fitted)
+        assert 0 <= sel["noise_estimate_mpe"] <= 1
+    else:
+        assert fitted == [None] * 3 and "noise_estimate_mpe" not in sel
 
 
 def test_prior_matched_takes_the_asked_class_prior_and_keeps_rows_distributions():

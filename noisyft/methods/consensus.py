@@ -99,6 +99,13 @@ def _component_list(label: str, text: str) -> list[str]:
     return names
 
 
+NOISE_RATES_HELP = ("each given class's share of wrong labels in the noise process T: confident_joint (cleanlab's "
+                    "calibrated confident joint on the prediction) or mpe (a mixture-proportion estimate on the "
+                    "out-of-fold probes: how much less of the class's probability its samples keep than other classes' "
+                    "look-alikes; the joint then gives only where the wrong labels come from; measured: closer to "
+                    "the truth on CIFAR-10, far under it on Fashion-MNIST's structured noise, new_method_design.md §18)")
+
+
 @dataclass(frozen=True)
 class ConsensusSettings(MethodSettings):
     """Settings of ``consensus`` and ``consensus-detect`` (``--extra KEY=VALUE``); defaults measured in
@@ -147,6 +154,7 @@ class ConsensusSettings(MethodSettings):
                           "detector's prediction get the sharpened prediction, the rest keep their given label), soft "
                           "(every target is w·given + (1 − w)·prediction) or none (every sample keeps its given label)",
                           choices=("posterior", "flagged", "soft", "none"))
+    noise_rates: str = option("confident_joint", NOISE_RATES_HELP, choices=cd.NOISE_RATES)
     relabel_min_conf: float = option(0.0, "a flagged sample is relabelled only when the prediction's top probability "
                                      "reaches this (0: every flag)", range=Range(0, 1))
     base_loss: str = option("ce", "loss on the targets: ce (soft cross-entropy), gce (generalised cross-entropy, q "
@@ -551,9 +559,13 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> Detection:
         w = cd.clean_posterior(score, labels, ctx.num_classes)
         predictors = prediction_components(s, estimate, len(labels))
         probs = np.mean([det.probs[c] for c in predictors], axis=0)
-        fitted = noise_model_for(probs, labels, s)
+        rates = noise_rates(det, probs, labels, s)
+        if rates is not None:
+            stats["noise_estimate_mpe"] = float(np.bincount(labels, minlength=ctx.num_classes) @ rates / len(labels))
+        fitted = noise_model_for(probs, labels, s, rates)
         noise = None if fitted is None else (fitted.calibrated(probs), fitted.transition)
-        issues, verdict = detector_verdict(det, predictors, probs, fitted, labels, ctx.val.labels if held_out else None, s)
+        issues, verdict = detector_verdict(det, predictors, probs, fitted, labels, ctx.val.labels if held_out else None, s,
+                                           rates)
         stats.update(components=predictors, score_components=s.score_component_list, **verdict)
         if ctx.train.true_labels is not None:
             from sklearn.metrics import roc_auc_score
@@ -567,11 +579,13 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> Detection:
 
 
 def detector_verdict(det: cd.DetectorScores, predictors: list[str], probs: np.ndarray, fitted: cd.NoiseModel | None,
-                     labels: np.ndarray, val_labels: np.ndarray | None, s: ConsensusSettings) -> tuple[np.ndarray, dict]:
+                     labels: np.ndarray, val_labels: np.ndarray | None, s: ConsensusSettings,
+                     rates: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """(is_label_issue, what to log): the label posterior's most probably wrong labels (relabel=posterior), under the
     prediction's noise model ``fitted`` — or, with held-out ``val_labels``, under the out-of-fold probes' or the
     co-trained heads' own when :func:`~noisyft.methods.consensus_detect.choose_noise_model` finds it predicts them
-    clearly better; cleanlab's find_label_issues on the prediction under the other relabel rules.
+    clearly better; cleanlab's find_label_issues on the prediction under the other relabel rules. ``rates``: the
+    given classes' noise rates every candidate noise model takes (:func:`noise_rates`; None: each joint's own).
 
     Why: on the training truth of 64/96 px CIFAR-10 and Fashion-MNIST (new_method_design.md §12) the prediction's
     posterior gave the best verdicts except at 80 % noise, where the heads have fitted part of the labels and the
@@ -584,17 +598,27 @@ def detector_verdict(det: cd.DetectorScores, predictors: list[str], probs: np.nd
         val = {"prediction": np.mean([det.val_probs[c] for c in predictors], axis=0)}
         for c in ("oof", "cotrain"):
             if c in det.val_probs:
-                train[c], val[c], models[c] = det.probs[c], det.val_probs[c], cd.fit_noise_model(det.probs[c], labels)
+                train[c], val[c] = det.probs[c], det.val_probs[c]
+                models[c] = cd.fit_noise_model(det.probs[c], labels, rates)
         chosen, z = cd.choose_noise_model(models, val, val_labels, "prediction", s.verdict_z)
         stats = {"verdict_noise_model": chosen, **{f"verdict_z_{name}": v for name, v in z.items()}}
     m = models[chosen]
     return cd.bayes_issues(train[chosen], labels, (m.calibrated(train[chosen]), m.transition))[1], stats
 
 
-def noise_model_for(probs: np.ndarray, labels: np.ndarray, s: ConsensusSettings) -> cd.NoiseModel | None:
+def noise_rates(det: cd.DetectorScores, probs: np.ndarray, labels: np.ndarray, s: ConsensusSettings) -> np.ndarray | None:
+    """Each given class's share of wrong labels for every noise model (``noise_rates=mpe``: the mixture-proportion
+    estimate on the out-of-fold probes, else on ``probs``), or None to keep each confident joint's own."""
+    if s.noise_rates != "mpe":
+        return None
+    return cd.mpe_noise_rates(det.probs.get("oof", probs), labels)
+
+
+def noise_model_for(probs: np.ndarray, labels: np.ndarray, s: ConsensusSettings,
+                    rates: np.ndarray | None = None) -> cd.NoiseModel | None:
     """The detector's noise model (T, τ) when a posterior rule needs it, else None: estimated once per run
     (deterministic numpy: every rank computes the same from the same detector)."""
-    return cd.fit_noise_model(probs, labels) if "posterior" in (s.relabel, s.head_targets) else None
+    return cd.fit_noise_model(probs, labels, rates) if "posterior" in (s.relabel, s.head_targets) else None
 
 
 CONSENSUS_LABEL_QUALITY = ("label_quality: the consensus score, the UNICON-LP heads' 1 − JSD between their prediction "
@@ -603,7 +627,9 @@ CONSENSUS_LABEL_QUALITY = ("label_quality: the consensus score, the UNICON-LP he
                            "label where is_label_issue comes from that posterior); is_label_issue: the labels most "
                            "probably wrong under the label posterior (a class distribution times the noise process "
                            "estimated from cleanlab's confident joint on the "
-                           "detector's out-of-sample prediction), as many as maximise the F1 the posterior itself expects. "
+                           "detector's out-of-sample prediction; with noise_rates=mpe each given class's share of wrong "
+                           "labels from a mixture-proportion estimate on the out-of-fold probes instead), "
+                           "as many as maximise the F1 the posterior itself expects. "
                            "consensus (issues_from=final): the posterior of its last fine-tuning targets, the detector's "
                            "prediction mixed with the model's temporal ensemble; consensus-detect, and consensus where the "
                            "detector's held-out test rejects that noise process: the detector's own posterior, with a "
