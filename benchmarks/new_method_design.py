@@ -317,7 +317,7 @@ def captured_verdict(seen: dict):
     verdict = cons.detector_verdict
 
     def spy(det, predictors, probs, fitted, labels, val_labels, s, rates=None):
-        seen.update(det=det, predictors=predictors, val_labels=val_labels, s=s, rates=rates)
+        seen.update(det=det, predictors=predictors, val_labels=val_labels, s=s)
         return verdict(det, predictors, probs, fitted, labels, val_labels, s, rates)
 
     cons.detector_verdict = spy

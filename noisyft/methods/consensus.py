@@ -99,13 +99,6 @@ def _component_list(label: str, text: str) -> list[str]:
     return names
 
 
-NOISE_RATES_HELP = ("each given class's share of wrong labels in the noise process T: confident_joint (cleanlab's "
-                    "calibrated confident joint on the prediction) or mpe (a mixture-proportion estimate on the "
-                    "out-of-fold probes: how much less of the class's probability its samples keep than other classes' "
-                    "look-alikes; the joint then gives only where the wrong labels come from; measured: closer to "
-                    "the truth on CIFAR-10, far under it on Fashion-MNIST's structured noise, new_method_design.md §18)")
-
-
 @dataclass(frozen=True)
 class ConsensusSettings(MethodSettings):
     """Settings of ``consensus`` and ``consensus-detect`` (``--extra KEY=VALUE``); defaults measured in
@@ -154,7 +147,12 @@ class ConsensusSettings(MethodSettings):
                           "detector's prediction get the sharpened prediction, the rest keep their given label), soft "
                           "(every target is w·given + (1 − w)·prediction) or none (every sample keeps its given label)",
                           choices=("posterior", "flagged", "soft", "none"))
-    noise_rates: str = option("confident_joint", NOISE_RATES_HELP, choices=cd.NOISE_RATES)
+    noise_rates: str = option("confident_joint", "each given class's share of wrong labels in the noise process T: "
+                              "confident_joint (cleanlab's calibrated confident joint on the prediction) or mpe (a "
+                              "mixture-proportion estimate on the out-of-fold probes: how much less of the class's "
+                              "probability its samples keep than other classes' look-alikes; the joint then gives only "
+                              "where the wrong labels come from; measured: closer to the truth on CIFAR-10, far under "
+                              "it on Fashion-MNIST's structured noise, new_method_design.md §18)", choices=cd.NOISE_RATES)
     relabel_min_conf: float = option(0.0, "a flagged sample is relabelled only when the prediction's top probability "
                                      "reaches this (0: every flag)", range=Range(0, 1))
     base_loss: str = option("ce", "loss on the targets: ce (soft cross-entropy), gce (generalised cross-entropy, q "

@@ -190,8 +190,10 @@ def mpe_noise_rates(probs: np.ndarray, labels: np.ndarray, min_mass: float = 0.3
     out-of-fold probes it halves the confident joint's error (64 / 96 px: mean |error| 0.064 / 0.036 against
     0.137 / 0.092), but on Fashion-MNIST's strong probes it misses most of the structured noise (asym-block-0.4:
     0.06 where 0.41 is realised; inst-0.4: 0.22 for 0.40), and ``min_mass`` decides how much: no one value held
-    on both. Not the default for that reason. Each class's reference is a fixed random ``max_reference`` of the other samples at most (a million images
-    and a thousand classes: seconds).
+    on both. Not the default for that reason.
+
+    Each class's reference is a fixed random ``max_reference`` of the other samples at most (a million images and a
+    thousand classes: seconds).
     """
     p = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
@@ -295,10 +297,9 @@ def fit_noise_model(probs: np.ndarray, labels: np.ndarray, rates: np.ndarray | N
     return NoiseModel(T, fit_temperature(probs, labels, T))
 
 
-def noise_model(probs: np.ndarray, labels: np.ndarray,
-                rates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def noise_model(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the prediction calibrated to the noise process, T): what :func:`label_posterior` needs."""
-    m = fit_noise_model(probs, labels, rates)
+    m = fit_noise_model(probs, labels)
     return m.calibrated(probs), m.transition
 
 
