@@ -42,6 +42,10 @@ Two parts, each printing a table and writing JSON under ``benchmarks/results/``:
             posterior, the posterior of fine-tuning's last targets and the rule that keeps the detector's verdict
             where its held-out test rejected the prediction's noise process, against the training truth.
 
+``weights``  per fine-tuning epoch of finished ``consensus`` run folders: the model's share in the prediction
+            (``model_weight_from=val``: refitted on the noisy validation split), its z against model_weight, the
+            targets' arg-max accuracy against the training truth, noisy-validation and test accuracy.
+
 ``fft``     full runs through ``api.fit`` for a list of methods/variants × noise settings (the GPU
             comparison): val-selected test accuracy, best/last, wall time, AUROC, issue F1.
 
@@ -491,6 +495,28 @@ def run_final(args) -> None:
     collect_rows(args.name, (final_cell(path) for path in paths))
 
 
+def weights_row(path: Path) -> dict:
+    """One finished consensus run folder's fine-tuning epochs: share, its z, targets' truth accuracy, val and test."""
+    from noisyft.run.rundir import read_jsonl
+
+    cfg = json.loads((path / "config.json").read_text())["config"]
+    fft = [r for r in read_jsonl(path / "metrics.jsonl") if r["phase"] == "fft"]
+    summary = json.loads((path / "summary.json").read_text())
+
+    def col(key: str, rows: list) -> list:
+        return [None if r.get(key) is None else round(float(r[key]), 3) for r in rows]
+
+    return {"run": path.name, "noise": cfg.get("noise") or "none", "seed": cfg["seed"],
+            "rule": ",".join(f"{k}={v}" for k, v in (cfg.get("extra") or {}).items()) or "default",
+            "share": col("model_weight", fft[1:]), "z": col("model_weight_z", fft[1:]),
+            "targets_true": col("target_true_acc", fft[1:]), "val": col("val_acc", fft), "test": col("test_acc", fft), "delivered": summary.get("delivered_epoch"),
+            "test_acc": summary.get("test_acc"), "issue_f1": (summary.get("detection") or {}).get("issue_f1")}
+
+
+def run_weights(args) -> None:
+    collect_rows(args.name, (weights_row(Path(p)) for p in args.runs))
+
+
 def start_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
     """Fine-tuning's epoch-0 candidate (the pretrained backbone with a head on the cached features) under each
     ``head_targets`` rule, beside UNICON-LP's averaged head it starts from: each head's accuracy on the noisy
@@ -649,9 +675,14 @@ def main() -> None:
     fin.add_argument("cells", nargs="+", help="bench output folders whose consensus cells to read (their cells/ folder), "
                      "or consensus run folders")
     fin.add_argument("--name", default="verdict_final")
+    wts = sub.add_parser("weights")
+    wts.add_argument("runs", nargs="+", help="finished consensus run folders")
+    wts.add_argument("--name", default="model_weight_epochs")
     args = ap.parse_args()
     if args.cmd == "final":
         run_final(args)
+    elif args.cmd == "weights":
+        run_weights(args)
     elif args.cmd == "fft":
         GRID.update(max_train=args.max_train, max_test=args.max_test, image_size=args.image_size)
         run_fft(args)

@@ -151,6 +151,57 @@ def test_end_epoch_keeps_the_detector_score():
     assert np.array_equal(t.det_score.numpy(), det) and not np.array_equal(t.score.numpy(), det)
 
 
+def test_mixture_weight_follows_the_predictor_that_explains_held_out_labels():
+    """The share of the second predictor is 0 when only the first predicts the held-out labels, 1 when only the
+    second does, and in between when each is right on a different half; the noise process scales, not decides."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    right, wrong = np.eye(3)[y] * 0.8 + 0.2 / 3, np.eye(3)[(y + 1) % 3] * 0.8 + 0.2 / 3
+    T = np.full((3, 3), 0.05) + np.eye(3) * 0.85
+    assert cd.mixture_weight(right, wrong, y, T)[0] == 0.0
+    assert cd.mixture_weight(wrong, right, y, T)[0] == 1.0
+    half = np.where((np.arange(200) < 100)[:, None], right, wrong)
+    other = np.where((np.arange(200) < 100)[:, None], wrong, right)
+    assert 0.3 <= cd.mixture_weight(half, other, y, T, z_min=0)[0] <= 0.7
+    # the margin: a predictor right on only 3 more of the 200 samples is not clearly better (z = √3 at most)
+    three = half.copy()
+    three[100:103] = right[100:103]
+    share, z = cd.mixture_weight(half, three, y, T, default=0.5, z_min=2.0)
+    assert share == 0.5 and 0 < z < 2.0
+    assert cd.mixture_weight(half, three, y, T, default=0.5, z_min=0.0)[0] == 1.0
+
+
+def _val_targets(rule: str):
+    labels, val_labels = np.array([0, 1, 1, 0]), np.arange(40) % 2
+    T = np.array([[0.9, 0.1], [0.1, 0.9]])
+    det_val = np.full((40, 2), 0.5)  # the detector knows nothing about the split
+    t = RefurbishedTargets(labels, np.ones(4), np.full((4, 2), 0.5), np.ones(4), ConsensusSettings(model_weight_from=rule),
+                           transition=T, val_probs=det_val, val_labels=val_labels)
+    t(torch.tensor([[3.0, 0.0], [0.0, 3.0], [0.0, 3.0], [3.0, 0.0]]), torch.as_tensor(labels), torch.arange(4))
+    sure = np.linspace(0.7, 0.99, 40)[:, None]  # the model predicts every held-out label, some more surely
+    t.end_epoch(2, np.eye(2)[val_labels] * sure + (1 - sure) / 2)
+    return t
+
+
+def test_model_weight_from_val_refits_the_model_s_share_in_the_prediction():
+    fixed, fitted = _val_targets("fixed"), _val_targets("val")
+    assert float(fixed.weight) == 0.5 and len(fixed.val_labels) == 0  # fixed: model_weight, no split kept
+    assert float(fitted.weight) == 1.0  # the model explains the split, the detector does not
+    assert torch.allclose(fitted.prediction(), fitted.ensemble)
+    assert torch.allclose(fixed.prediction(), 0.5 * fixed.det_probs + 0.5 * fixed.ensemble)
+    # the score keeps model_weight under both rules
+    assert torch.allclose(fixed.score, fitted.score)
+    # a checkpoint written before the rule loads into targets built without a split (the fixed share), and one
+    # written with it into a placeholder of any size (a resumed run does not rerun the detector)
+    old = {k: v for k, v in fixed.state_dict().items() if k not in ("weight", "val_det", "val_labels")}
+    again = RefurbishedTargets(np.array([0, 1, 1, 0]), np.zeros(4), np.full((4, 2), 0.5), np.ones(4), ConsensusSettings(),
+                               transition=np.eye(2))
+    again.load_state_dict(old)
+    assert float(again.weight) == 0.5
+    again.load_state_dict(fitted.state_dict())
+    assert float(again.weight) == 1.0 and again.val_labels.tolist() == fitted.val_labels.tolist()
+
+
 def test_targets_keep_the_detector_verdict_and_load_checkpoints_written_before_it():
     """issues() reports the verdict the detector handed over (a resumed run reports the same); a checkpoint from
     before the verdict was kept loads and falls back to the prediction's posterior."""
@@ -387,6 +438,7 @@ def test_consensus_ranks_wrong_labels_and_trains_on_everyone(runs):
     assert any(m["val_true_acc"] != m["val_acc"] for m in metrics)  # 40 % of the split's labels are wrong
     n = len(pd.read_csv(d / "labels.csv"))
     assert [m.get("n_train") for m in metrics if m["phase"] == "fft"] == [None, n, n]  # every training sample, none discarded
+    assert [m.get("model_weight") for m in metrics if m["phase"] == "fft"] == [None, 0.5, 0.5]  # fixed by default
     det = full.summary["detection"]
     assert det["auroc"] > 0.8 and det["issue_f1"] > 0.5  # random ranking: AUROC ~0.5, F1 ~0.3
     assert len(mine) == 1 and mine[0]["epoch"] == 0
@@ -475,24 +527,28 @@ ARGS = ["--backbone", "test_efficientnet", "--no-pretrained", "--image-size", "3
         "--seed", "7", "--method", "consensus", "--val-fraction", "0.2"]
 
 
-def _fit(data, out, cache, kill_at=None):
+def _fit(data, out, cache, kill_at=None, extra=()):
     env = {**os.environ, "NOISYFT_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     if kill_at:
         env["NOISYFT_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "noisyft", "fit", "--data", str(data), "--out", str(out), *ARGS],
+    args = [*ARGS, *(a for e in extra for a in ("--extra", e))]
+    return subprocess.run([sys.executable, "-m", "noisyft", "fit", "--data", str(data), "--out", str(out), *args],
                           env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_killed_consensus_run_resumes_bit_identical(tmp_path):
+@pytest.mark.parametrize("extra", [(), ("model_weight_from=val",)])
+def test_killed_consensus_run_resumes_bit_identical(tmp_path, extra):
+    """Also with the model's share refitted on validation: the resumed targets keep the share and the split's
+    detector prediction, which the resumed run does not recompute."""
     from tests.conftest import write_splits
 
     data = write_splits(tmp_path / "imgs", 30, 5)
-    ref = _fit(data, tmp_path / "ref", tmp_path / "cache")
+    ref = _fit(data, tmp_path / "ref", tmp_path / "cache", extra=extra)
     assert ref.returncode == 0, ref.stderr
-    killed = _fit(data, tmp_path / "run", tmp_path / "cache", kill_at="train:2:1")
+    killed = _fit(data, tmp_path / "run", tmp_path / "cache", kill_at="train:2:1", extra=extra)
     assert killed.returncode == -9
     assert json.loads((tmp_path / "run" / "progress.json").read_text()) == {"tag": "consensus", "epoch": 1}
-    resumed = _fit(data, tmp_path / "run", tmp_path / "cache")
+    resumed = _fit(data, tmp_path / "run", tmp_path / "cache", extra=extra)
     assert resumed.returncode == 0, resumed.stderr
     for name in ("metrics.jsonl", "selection.jsonl", "label_issues.csv"):
         assert (tmp_path / "run" / name).read_text() == (tmp_path / "ref" / name).read_text(), name

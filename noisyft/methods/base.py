@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -90,6 +90,7 @@ class Context:
     _decoded: dict = field(default_factory=dict, repr=False)   # split → decoded uint8 images, or None (over budget)
     _settings: Optional[MethodSettings] = field(default=None, repr=False)
     val_predictions: Optional[np.ndarray] = field(default=None, repr=False)  # see log_epoch
+    val_probs: Optional[np.ndarray] = field(default=None, repr=False)  # see log_epoch
 
     @property
     def settings(self) -> MethodSettings:
@@ -225,41 +226,51 @@ class Context:
         local = per_sample_ce(self._logits(model, split, desc, rows), torch.as_tensor(labels[rows])).numpy()
         return dist.gather_by_index(local, rows, len(labels), dst=0)
 
-    def _predictions(self, model: nn.Module, split: str) -> np.ndarray:
-        """The whole model's predicted class for every sample of ``split``, in index order (every rank gets them)."""
+    def _predictions(self, model: nn.Module, split: str, probs: bool = False) -> np.ndarray:
+        """The whole model's predicted class (``probs``: class distribution, float32) for every sample of ``split``,
+        in index order (every rank gets them)."""
+        def out(logits: torch.Tensor) -> np.ndarray:
+            return logits.float().softmax(1).numpy() if probs else np.asarray(logits.argmax(1), dtype=np.int64)
+
         if dist.world_size() <= 1:
-            return np.asarray(self._logits(model, split).argmax(1), dtype=np.int64)
+            return out(self._logits(model, split))
         rows = self.eval_rows(split)
-        pred = self._logits(model, split, rows=rows).argmax(1).numpy().astype(np.int64)
+        pred = out(self._logits(model, split, rows=rows))
         return dist.broadcast_object(dist.gather_by_index(pred, rows, len(getattr(self, split)), dst=0))
 
     def log_epoch(self, phase: str, epoch: int, *, head: Optional[nn.Linear] = None, model: Optional[nn.Module] = None,
-                  **values) -> dict:
+                  after_eval: Optional[Callable[[], dict]] = None, **values) -> dict:
         """Evaluate on test (and val) with the head on cached features or the whole model on images; log a record.
 
-        The validation split's predicted classes stay in :attr:`val_predictions` (None without a split), so a method
-        can compare its epochs sample by sample on validation (``consensus``'s delivery rule does); when the split's
-        true labels are known (injected noise), ``val_true_acc`` is logged beside ``val_acc`` as a diagnostic that
-        no rule reads.
+        The validation split's predicted classes stay in :attr:`val_predictions` and its class distributions in
+        :attr:`val_probs` (None without a split), so a method can compare its epochs sample by sample on validation
+        (``consensus``'s delivery rule does) or weigh its own parts by them; ``after_eval`` (called once both
+        exist) returns more values for the record. When the split's true labels are known (injected noise),
+        ``val_true_acc`` is logged beside ``val_acc`` as a diagnostic that no rule reads.
         """
         rec = {"phase": phase, "epoch": epoch, **values}
-        self.val_predictions = None
+        self.val_predictions = self.val_probs = None
         for split in ("val", "test"):
             data = getattr(self, split)
             if data is None:
                 continue
             if head is not None:
-                pred = np.asarray(head_logits(head, self.features(split), self.device).argmax(1), dtype=np.int64)
+                logits = head_logits(head, self.features(split), self.device).float()
+                probs = logits.softmax(1).numpy() if split == "val" else None
+                pred = np.asarray(logits.argmax(1), dtype=np.int64)
             else:
                 with self.run.phase("evaluation"):
-                    pred = self._predictions(model, split)
+                    probs = self._predictions(model, split, probs=True) if split == "val" else None
+                    pred = self._predictions(model, split) if probs is None else probs.argmax(1).astype(np.int64)
             if split == "test":
                 rec["test_acc"] = hit_rate(pred, data.true_labels if data.true_labels is not None else data.labels)
                 continue
-            self.val_predictions = pred
+            self.val_predictions, self.val_probs = pred, probs
             rec["val_acc"] = hit_rate(pred, data.labels)
             if data.true_labels is not None:
                 rec["val_true_acc"] = hit_rate(pred, data.true_labels)
+        if after_eval is not None:
+            rec.update(after_eval())
         self.run.log("metrics", rec)
         return rec
 

@@ -37,8 +37,9 @@ Algorithm (settings: :class:`ConsensusSettings`, read from ``extra``):
    labels. ``relabel=soft`` uses t_i above for every sample (the first design: it pulled clean
    samples towards the probe and trailed GCE/SCE/ELR-FFT by 4–7 noisy-validation points at 20 %
    noise). From the second epoch p_i mixes the detector's prediction with a temporal ensemble of the model's own predictions, collected on the augmented views during
-   the training pass itself (no extra pass over the training images); the flags and w are
-   re-estimated after each epoch.
+   the training pass itself (no extra pass over the training images), each with half the say
+   (``model_weight``; ``model_weight_from=val`` refits the share on the validation split's noisy labels every
+   epoch: measured no better, new_method_design.md §19); the flags and w are re-estimated after each epoch.
 4. The returned model is the last fine-tuning epoch, unless the checkpoint with the best noisy-validation
    accuracy (the step-2 head and every epoch are candidates) beats it on the split's samples by ``select_z`` (2)
    paired standard errors (:func:`delivered_checkpoint`): a small, noisy split's arg-max picks epochs by chance
@@ -71,7 +72,7 @@ from torch import nn
 
 from noisyft import dist
 from noisyft.config import OptimConfig
-from noisyft.engine import generator, head_logits, train_head_epoch, train_image_epoch
+from noisyft.engine import generator, head_logits, hit_rate, train_head_epoch, train_image_epoch
 from noisyft.errors import UserError
 from noisyft.losses import ELR, reverse_ce
 from noisyft.methods import consensus_detect as cd
@@ -139,6 +140,17 @@ class ConsensusSettings(MethodSettings):
     ema: float = option(0.5, "temporal-ensemble momentum per epoch (0: last epoch only)", range=Range(0, 1, high_open=True))
     model_weight: float = option(0.5, "share of the model's temporal ensemble in the re-estimated score and prediction",
                                  range=Range(0, 1))
+    model_weight_from: str = option("fixed", "the model's share in the prediction (the targets' class distribution): "
+                                    "fixed (model_weight) or val (after every fine-tuning epoch, the share under which "
+                                    "the detector's and the model's mixed prediction best explains the validation "
+                                    "split's noisy labels through the noise process T; needs a validation split and "
+                                    "relabel=posterior, else model_weight; the score keeps model_weight; measured no "
+                                    "better: the split judges the model's held-out prediction, the mix uses its "
+                                    "in-sample ensemble, new_method_design.md §19)",
+                                    choices=("fixed", "val"))
+    model_weight_z: float = option(2.0, "model_weight_from=val: a fitted share replaces model_weight only when it "
+                                   "explains the split's labels better by at least this many paired standard errors "
+                                   "of the log-likelihood (0: always the fitted share)", range=Range(0, None))
     issue_threshold: float = option(0.5, "clean weight above which a sample counts as clean in the logged selection",
                                     range=Range(0, 1))
     relabel: str = option("posterior", "which targets change: posterior (every target is the sharpened label posterior "
@@ -209,7 +221,8 @@ class RefurbishedTargets(nn.Module):
 
     def __init__(self, labels: np.ndarray, det_score: np.ndarray, det_probs: np.ndarray, w: np.ndarray, s: ConsensusSettings,
                  flags: np.ndarray | None = None, q: float = 0.7, transition: np.ndarray | None = None,
-                 verdict: np.ndarray | None = None, final_verdict: bool = False):
+                 verdict: np.ndarray | None = None, final_verdict: bool = False, val_probs: np.ndarray | None = None,
+                 val_labels: np.ndarray | None = None):
         super().__init__()
         n, c = det_probs.shape
         self.s, self.q = s, q
@@ -230,6 +243,13 @@ class RefurbishedTargets(nn.Module):
         self.register_buffer("ensemble", torch.zeros(n, c))       # temporal ensemble (epochs before this one)
         self.register_buffer("current", torch.zeros(n, c))        # this epoch's predictions so far
         self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.int64))
+        # the model's share in the prediction (model_weight_from=val: refitted every epoch on the validation split's
+        # noisy labels, from the detector's calibrated class distributions of it and the model's own)
+        self.register_buffer("weight", torch.tensor(float(s.model_weight), dtype=torch.float64))
+        self.weight_z: float | None = None  # how clearly the last fit beat model_weight (logged, not kept)
+        fit = s.model_weight_from == "val" and val_probs is not None and val_labels is not None and len(val_labels) > 1
+        self.register_buffer("val_det", torch.as_tensor(val_probs if fit else np.zeros((0, c)), dtype=torch.float32))
+        self.register_buffer("val_labels", torch.as_tensor(np.asarray(val_labels if fit else [], dtype=np.int64)))
 
         # the current consensus score: its own memory (as_tensor of a float64 array would share det_score's,
         # and every end_epoch would overwrite the detector's score on the CPU)
@@ -254,7 +274,7 @@ class RefurbishedTargets(nn.Module):
         """The predicted part of the targets (before sharpening): detector, mixed with the model's ensemble once it exists."""
         if int(self.epochs_seen) == 0:
             return self.det_probs
-        a = self.s.model_weight
+        a = float(self.weight)
         return (1 - a) * self.det_probs + a * self.ensemble
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -293,11 +313,18 @@ class RefurbishedTargets(nn.Module):
         return w * onehot + (1 - w) * guess
 
     @torch.no_grad()
-    def end_epoch(self, num_classes: int) -> None:
-        """Fold this epoch's predictions into the ensemble; re-estimate the consensus score and w."""
+    def end_epoch(self, num_classes: int, val_probs: np.ndarray | None = None) -> None:
+        """Fold this epoch's predictions into the ensemble; refit the model's share in the prediction (when the
+        targets hold the detector's validation prediction and ``val_probs``, the model's); re-estimate the consensus
+        score and w."""
         m = self.s.ema if int(self.epochs_seen) > 0 else 0.0
         self.ensemble.mul_(m).add_((1 - m) * self.current)
         self.epochs_seen += 1
+        if len(self.val_labels) and val_probs is not None:
+            share, self.weight_z = cd.mixture_weight(self.val_det.cpu().numpy(), val_probs, self.val_labels.cpu().numpy(),
+                                                     self.transition.cpu().numpy(), self.s.model_weight,
+                                                     self.s.model_weight_z)
+            self.weight.fill_(share)
         # data-parallel: rank 0 fits the GMM and cleanlab's flags on its (every rank's identical) ensemble and hands
         # them to every rank, so no rank's targets can drift from another's by a library's thread order
         score, w, flags = dist.on_main(lambda: self._estimate(num_classes))
@@ -361,6 +388,23 @@ class RefurbishedTargets(nn.Module):
         return score, w, flags
 
 
+def reestimate(ctx: Context, targets: RefurbishedTargets, s: ConsensusSettings) -> dict:
+    """End of a fine-tuning epoch, once the model has predicted the validation split: fold the epoch into the
+    targets (:meth:`RefurbishedTargets.end_epoch`, with the model's validation prediction) and return what to log."""
+    with ctx.run.phase("selection"):
+        targets.end_epoch(ctx.num_classes, ctx.val_probs)
+    stats = {"mean_w": float(targets.w.mean()), "n_relabelled": int(targets.flags.sum()),
+             "model_weight": float(targets.weight)}
+    if targets.weight_z is not None:
+        stats["model_weight_z"] = targets.weight_z
+    if ctx.train.true_labels is not None:
+        m = selection_metrics(targets.w.cpu().numpy() > s.issue_threshold, ctx.train.labels, ctx.train.true_labels)
+        stats.update(clean_precision=m["precision"], clean_recall=m["recall"], clean_f1=m["f1"])
+        if len(targets.post):  # how many targets' arg-max is the true class (a diagnostic no rule reads)
+            stats["target_true_acc"] = hit_rate(targets.post.argmax(1).cpu().numpy(), ctx.train.true_labels)
+    return stats
+
+
 def final_verdict(s: ConsensusSettings, det: Detection) -> bool:
     """Whether consensus reports the final posterior's verdict (``issues_from=final``): not where the detector's
     held-out test rejected the prediction's noise process, which the final posterior is computed under."""
@@ -377,6 +421,10 @@ def _checkpoint_without_verdict(module: nn.Module, state_dict: dict, prefix: str
     """A checkpoint written before the verdict was kept: its own detector posterior's verdict, as it reported then
     (and one written before ``final_verdict``: the detector's verdict, as it reported then)."""
     state_dict.setdefault(prefix + "final_verdict", torch.tensor(False))
+    for name in ("weight", "val_det", "val_labels"):  # written before model_weight_from: the fixed share
+        state_dict.setdefault(prefix + name, getattr(module, name))
+    for name in ("val_det", "val_labels"):  # sized by the run's detector, which a resumed run does not rerun
+        setattr(module, name, torch.empty_like(state_dict[prefix + name]))
     if prefix + "verdict" in state_dict:
         return
     labels, T = state_dict[prefix + "labels"].cpu().numpy(), state_dict[prefix + "transition"].cpu().numpy()
@@ -525,6 +573,7 @@ class Detection(NamedTuple):
     noise: tuple[np.ndarray, np.ndarray] | None  # p's noise model (calibrated p, T) when a posterior rule needs it
     issues: np.ndarray          # is_label_issue (:func:`detector_verdict`)
     noise_model: str = "prediction"  # whose noise model the verdict used (another: the held-out test rejected p's)
+    val_probs: np.ndarray | None = None  # p of the validation split, calibrated as ``noise``'s (None: no split or no T)
 
 
 def head_batch(ctx: Context, s: ConsensusSettings) -> int:
@@ -564,6 +613,9 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> Detection:
         noise = None if fitted is None else (fitted.calibrated(probs), fitted.transition)
         issues, verdict = detector_verdict(det, predictors, probs, fitted, labels, ctx.val.labels if held_out else None, s,
                                            rates)
+        val_probs = None
+        if held_out and fitted is not None and set(predictors) <= set(det.val_probs):
+            val_probs = fitted.calibrated(np.mean([det.val_probs[c] for c in predictors], axis=0))
         stats.update(components=predictors, score_components=s.score_component_list, **verdict)
         if ctx.train.true_labels is not None:
             from sklearn.metrics import roc_auc_score
@@ -573,7 +625,7 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> Detection:
                 stats.update({f"auroc_{c}": float(roc_auc_score(wrong, -det.scores[c])) for c in used})
                 stats["auroc_consensus"] = float(roc_auc_score(wrong, -score))
         ctx.log_selection(0, np.flatnonzero(w > s.issue_threshold), **stats)
-    return Detection(score, w, probs, head, noise, issues, verdict.get("verdict_noise_model", "prediction"))
+    return Detection(score, w, probs, head, noise, issues, verdict.get("verdict_noise_model", "prediction"), val_probs)
 
 
 def detector_verdict(det: cd.DetectorScores, predictors: list[str], probs: np.ndarray, fitted: cd.NoiseModel | None,
@@ -688,7 +740,8 @@ def consensus(ctx: Context) -> MethodOutput:
             probs, transition = noise
         flags = cd.issue_flags(probs, labels) if s.relabel == "flagged" else None
         targets = RefurbishedTargets(labels, score, probs, w, s, flags=flags, q=cfg.gce_q, transition=transition,
-                                     verdict=det.issues, final_verdict=final_verdict(s, det)).to(ctx.device)
+                                     verdict=det.issues, final_verdict=final_verdict(s, det), val_probs=det.val_probs,
+                                     val_labels=ctx.val.labels if ctx.val is not None else None).to(ctx.device)
         states["targets"] = targets
     everyone = np.arange(n)
     epochs = ctx.epochs_fft
@@ -698,14 +751,8 @@ def consensus(ctx: Context) -> MethodOutput:
                                      gen=generator(cfg.seed, 4, epoch), epoch=epoch, batch_size=cfg.batch_size,
                                      num_workers=cfg.num_workers, desc=f"{TAG} {epoch}/{epochs}",
                                      progress=cfg.progress, freeze_bn_stats=cfg.freeze_bn_stats, precision=cfg.precision)
-        with ctx.run.phase("selection"):
-            targets.end_epoch(C)
-        stats = {}
-        if ctx.train.true_labels is not None:
-            m = selection_metrics(targets.w.cpu().numpy() > s.issue_threshold, labels, ctx.train.true_labels)
-            stats = {"clean_precision": m["precision"], "clean_recall": m["recall"], "clean_f1": m["f1"]}
-        rec = ctx.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=n, mean_w=float(targets.w.mean()),
-                            n_relabelled=int(targets.flags.sum()), **stats)
+        rec = ctx.log_epoch("fft", epoch, model=model, train_loss=loss, n_train=n,
+                            after_eval=lambda: reestimate(ctx, targets, s))
         if not s.select_best or ctx.val is None:
             best.offer(None, f"fft:{epoch}", model)
         else:
