@@ -509,8 +509,9 @@ def weights_row(path: Path) -> dict:
     return {"run": path.name, "noise": cfg.get("noise") or "none", "seed": cfg["seed"],
             "rule": ",".join(f"{k}={v}" for k, v in (cfg.get("extra") or {}).items()) or "default",
             "share": col("model_weight", fft[1:]), "z": col("model_weight_z", fft[1:]),
-            "targets_true": col("target_true_acc", fft[1:]), "val": col("val_acc", fft), "test": col("test_acc", fft), "delivered": summary.get("delivered_epoch"),
-            "test_acc": summary.get("test_acc"), "issue_f1": (summary.get("detection") or {}).get("issue_f1")}
+            "targets_true": col("target_true_acc", fft[1:]), "val": col("val_acc", fft), "test": col("test_acc", fft),
+            "delivered": summary.get("delivered_epoch"), "test_acc": summary.get("test_acc"),
+            "issue_f1": (summary.get("detection") or {}).get("issue_f1")}
 
 
 def run_weights(args) -> None:

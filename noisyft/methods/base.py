@@ -259,9 +259,9 @@ class Context:
                 probs = logits.softmax(1).numpy() if split == "val" else None
                 pred = np.asarray(logits.argmax(1), dtype=np.int64)
             else:
-                with self.run.phase("evaluation"):
+                with self.run.phase("evaluation"):  # the split's class distributions, the test's classes only
                     probs = self._predictions(model, split, probs=True) if split == "val" else None
-                    pred = self._predictions(model, split) if probs is None else probs.argmax(1).astype(np.int64)
+                    pred = self._predictions(model, split) if split == "test" else probs.argmax(1).astype(np.int64)
             if split == "test":
                 rec["test_acc"] = hit_rate(pred, data.true_labels if data.true_labels is not None else data.labels)
                 continue

@@ -613,9 +613,8 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> Detection:
         noise = None if fitted is None else (fitted.calibrated(probs), fitted.transition)
         issues, verdict = detector_verdict(det, predictors, probs, fitted, labels, ctx.val.labels if held_out else None, s,
                                            rates)
-        val_probs = None
-        if held_out and fitted is not None and set(predictors) <= set(det.val_probs):
-            val_probs = fitted.calibrated(np.mean([det.val_probs[c] for c in predictors], axis=0))
+        val_pred = val_prediction(det, predictors)
+        val_probs = fitted.calibrated(val_pred) if held_out and fitted is not None and val_pred is not None else None
         stats.update(components=predictors, score_components=s.score_component_list, **verdict)
         if ctx.train.true_labels is not None:
             from sklearn.metrics import roc_auc_score
@@ -626,6 +625,14 @@ def run_detector(ctx: Context, s: ConsensusSettings) -> Detection:
                 stats["auroc_consensus"] = float(roc_auc_score(wrong, -score))
         ctx.log_selection(0, np.flatnonzero(w > s.issue_threshold), **stats)
     return Detection(score, w, probs, head, noise, issues, verdict.get("verdict_noise_model", "prediction"), val_probs)
+
+
+def val_prediction(det: cd.DetectorScores, predictors: list[str]) -> np.ndarray | None:
+    """The prediction p of the validation split (the predictors' mean class distribution), or None where one of
+    them did not predict it."""
+    if not set(predictors) <= set(det.val_probs):
+        return None
+    return np.mean([det.val_probs[c] for c in predictors], axis=0)
 
 
 def detector_verdict(det: cd.DetectorScores, predictors: list[str], probs: np.ndarray, fitted: cd.NoiseModel | None,
@@ -644,8 +651,9 @@ def detector_verdict(det: cd.DetectorScores, predictors: list[str], probs: np.nd
     if s.relabel != "posterior":
         return cd.issue_flags(probs, labels), {}
     train, models, stats, chosen = {"prediction": probs}, {"prediction": fitted}, {}, "prediction"
-    if val_labels is not None and set(predictors) <= set(det.val_probs):
-        val = {"prediction": np.mean([det.val_probs[c] for c in predictors], axis=0)}
+    val_pred = val_prediction(det, predictors)
+    if val_labels is not None and val_pred is not None:
+        val = {"prediction": val_pred}
         for c in ("oof", "cotrain"):
             if c in det.val_probs:
                 train[c], val[c] = det.probs[c], det.val_probs[c]

@@ -251,6 +251,12 @@ def label_posterior(probs: np.ndarray, labels: np.ndarray, transition: np.ndarra
     return np.where(total > 0, post / np.where(total > 0, total, 1.0), onehot).astype(np.float32)
 
 
+def label_likelihood(probs: np.ndarray, labels: np.ndarray, transition: np.ndarray) -> np.ndarray:
+    """Per sample, P(its given label | x) = Σ_k p_k(x) · T[k, ȳ] under a noise process T (float64, (N,))."""
+    y = np.asarray(labels, dtype=np.int64)
+    return (np.asarray(probs, dtype=np.float64) * np.asarray(transition, dtype=np.float64)[:, y].T).sum(1)
+
+
 def temper(probs: np.ndarray, tau: float) -> np.ndarray:
     """``probs`` tempered: p^(1/τ), renormalised per row (float64)."""
     z = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None)) / tau
@@ -269,7 +275,8 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray, transition: np.ndarra
     rows = np.random.default_rng(0).permutation(len(labels))[:max_rows] if len(labels) > max_rows else slice(None)
     p, y, T = np.asarray(probs)[rows], labels[rows], np.asarray(transition, dtype=np.float64)
     taus = np.geomspace(0.1, 10.0, 41)
-    nll = [-np.log(np.clip((temper(p, t) * T[:, y].T).sum(1), 1e-300, None)).mean() for t in taus]
+    Ty = T[:, y].T  # gathered once for the whole grid
+    nll = [-np.log(np.clip((temper(p, t) * Ty).sum(1), 1e-300, None)).mean() for t in taus]
     return float(taus[int(np.argmin(nll))])
 
 
@@ -339,9 +346,7 @@ def bayes_issues(probs: np.ndarray, labels: np.ndarray,
 
 def heldout_loglik(val_probs: np.ndarray, val_labels: np.ndarray, tau: float, transition: np.ndarray) -> np.ndarray:
     """Per held-out sample, log P(its given label | x) under a noise model: log Σ_k p_k(x; τ) · T[k, ȳ]."""
-    y = np.asarray(val_labels, dtype=np.int64)
-    like = (temper(val_probs, tau) * np.asarray(transition, dtype=np.float64)[:, y].T).sum(1)
-    return np.log(np.clip(like, 1e-300, None))
+    return np.log(np.clip(label_likelihood(temper(val_probs, tau), val_labels, transition), 1e-300, None))
 
 
 def mixture_weight(first: np.ndarray, second: np.ndarray, val_labels: np.ndarray, transition: np.ndarray,
@@ -359,9 +364,7 @@ def mixture_weight(first: np.ndarray, second: np.ndarray, val_labels: np.ndarray
     Measured no better than the fixed share (§19): the targets mix the model's in-sample temporal ensemble, which
     the split does not judge.
     """
-    y = np.asarray(val_labels, dtype=np.int64)
-    Ty = np.asarray(transition, dtype=np.float64)[:, y].T                     # (M, C): P(ȳ_i | true class k)
-    like = np.stack([(np.asarray(p, dtype=np.float64) * Ty).sum(1) for p in (first, second)])  # (2, M)
+    like = np.stack([label_likelihood(p, val_labels, transition) for p in (first, second)])  # (2, M)
     shares = np.append(np.linspace(0.0, 1.0, steps + 1), default)
     ll = np.log(np.clip(np.outer(1 - shares, like[0]) + np.outer(shares, like[1]), 1e-300, None))  # (S + 1, M)
     best = int(np.argmax(ll[:-1].sum(1)))
