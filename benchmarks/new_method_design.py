@@ -577,11 +577,13 @@ def rates_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
     y, true = ctx.train.labels, ctx.train.true_labels
     wrong, share = y != true, np.bincount(y, minlength=ctx.num_classes) / len(y)
     row = {"noise": noise, "seed": seed, "realised": float(wrong.mean()), "acc_given": float(1 - wrong.mean())}
-    chosen = heldout_rates(seen, probs, y, row)
-    for rule in (*cd.NOISE_RATES, "heldout"):
-        s, tag = ConsensusSettings(noise_rates=rule if rule in cd.NOISE_RATES else chosen), rule.split("_")[0][:3]
-        rates = noise_rates(seen["det"], probs, y, s)
-        model = noise_model_for(probs, y, s, rates)
+    fitted = {}  # rule → (its rates, the prediction's noise model under them), fitted once
+    for rule in cd.NOISE_RATES:
+        rates = noise_rates(seen["det"], probs, y, ConsensusSettings(noise_rates=rule))
+        fitted[rule] = rates, noise_model_for(probs, y, ConsensusSettings(noise_rates=rule), rates)
+    fitted["heldout"] = fitted[heldout_rates(seen, {r: m for r, (_, m) in fitted.items()}, row)]
+    for rule, (rates, model) in fitted.items():
+        s, tag = ConsensusSettings(noise_rates=rule if rule in cd.NOISE_RATES else "confident_joint"), rule.split("_")[0][:3]
         post = cd.label_posterior(model.calibrated(probs), y, model.transition)
         row[f"est_{tag}"] = float(1 - np.trace(cd.calibrated_joint(y, probs)) if rates is None else share @ rates)
         row[f"acc_targets_{tag}"] = float((post.argmax(1) == true).mean())
@@ -592,16 +594,14 @@ def rates_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
     return row
 
 
-def heldout_rates(seen: dict, probs: np.ndarray, y: np.ndarray, row: dict, z_min: float = 2.0) -> str:
+def heldout_rates(seen: dict, models: dict, row: dict, z_min: float = 2.0) -> str:
     """The ``noise_rates`` rule under which the prediction's noise model predicts the validation split's noisy labels
     better (mpe only when it beats the confident joint's by ``z_min`` paired standard errors, as ``verdict_z``
-    chooses a verdict's noise model); the test's z goes into ``row`` as ``noise_rates_z``. A rule tried in §20, not
+    chooses a verdict's noise model; ``models``: rule → the prediction's noise model under its rates); the test's z goes into ``row`` as ``noise_rates_z``. A rule tried in §20, not
     a setting: the split could not tell the two apart."""
     from noisyft.methods import consensus_detect as cd
-    from noisyft.methods.consensus import ConsensusSettings, noise_rates, val_prediction
+    from noisyft.methods.consensus import val_prediction
 
-    mpe = noise_rates(seen["det"], probs, y, ConsensusSettings(noise_rates="mpe"))
-    models = {"confident_joint": cd.fit_noise_model(probs, y), "mpe": cd.fit_noise_model(probs, y, mpe)}
     val = val_prediction(seen["det"], seen["predictors"])
     chosen, z = cd.choose_noise_model(models, dict.fromkeys(models, val), seen["val_labels"], "confident_joint", z_min)
     row["noise_rates_z"] = z["mpe"]
