@@ -485,7 +485,91 @@ def final_cell(path: Path) -> dict:
     rankings["mean_ensemble_posterior"] = (rankings["ensemble"] + rankings["final_posterior"]) / 2
     rankings["rank_quality_posterior_mpe"] = cd.ensemble_score([rankings["label_quality"], post_mpe[given]])
     row.update({f"auroc_{name}": auroc(score, wrong) for name, score in rankings.items()})
+    row.update(symmetric_columns(det, seen, s, ens, rankings["label_quality"], y, wrong))
     return row
+
+
+def symmetric_transition(T: np.ndarray, labels: np.ndarray, per_class: bool) -> np.ndarray:
+    """T with its wrong labels spread evenly over the other classes: every row keeps its own diagonal (``per_class``)
+    or all take the label-weighted mean diagonal (one noise rate, symmetric noise)."""
+    c = len(T)
+    diag = np.diag(T).copy() if per_class else np.full(c, np.bincount(labels, minlength=c) @ np.diag(T) / len(labels))
+    return np.where(np.eye(c, dtype=bool), diag[:, None], ((1 - diag) / (c - 1))[:, None])
+
+
+def offdiag_concentration(T: np.ndarray, weights: np.ndarray) -> float:
+    """How concentrated T's wrong labels are: each row's off-diagonal shares' sum of squares (1/(C−1) when spread
+    evenly, 1 when all go to one class), averaged with ``weights`` over the rows that have any."""
+    off = np.where(np.eye(len(T), dtype=bool), 0.0, T)
+    mass = off.sum(1)
+    h = ((off / np.where(mass > 0, mass, 1.0)[:, None]) ** 2).sum(1)
+    w = np.where(mass > 0, weights, 0.0)
+    return float(h @ w / w.sum()) if w.sum() > 0 else 0.0
+
+
+def symmetry_pvalue(probs: np.ndarray, calibrated: np.ndarray, labels: np.ndarray, T: np.ndarray, draws: int = 200,
+                    seed: int = 0) -> float:
+    """A parametric-bootstrap test of "the noise is symmetric": labels drawn from the calibrated prediction, each
+    flipped to a uniformly drawn other class at T's mean noise rate, give the null distribution of the estimated T's
+    off-diagonal concentration (the estimator's own spread, including the model confusion it reads as noise); the
+    p-value is the share of draws at least as concentrated as the observed T."""
+    from noisyft.methods import consensus_detect as cd
+
+    rng, (n, c) = np.random.default_rng(seed), calibrated.shape
+    weights = np.bincount(labels, minlength=c).astype(float)
+    rho = 1 - weights @ np.diag(T) / len(labels)
+    observed, cum = offdiag_concentration(T, weights), np.cumsum(calibrated, 1)
+    hits = 0
+    for _ in range(draws):
+        true = np.minimum((rng.random((n, 1)) > cum).sum(1), c - 1)
+        shift = rng.integers(1, c, n)
+        y = np.where(rng.random(n) < rho, (true + shift) % c, true)
+        hits += offdiag_concentration(cd.noise_transition(probs, y), weights) >= observed
+    return float((1 + hits) / (1 + draws))
+
+
+def symmetric_columns(det, seen: dict, s, ens: np.ndarray, score: np.ndarray, y: np.ndarray, wrong: np.ndarray) -> dict:
+    """§21: the final posterior under the confident joint's T made symmetric (one rate; each class's own rate; or
+    halfway to one rate): each noise model's held-out log-likelihood on the validation split's noisy labels against
+    the full T's (z), and the verdict and rankings it gives; fine-tuning unchanged (the same ensemble)."""
+    from noisyft.methods import consensus as cons
+    from noisyft.methods import consensus_detect as cd
+
+    probs, val_labels = det.probs, seen["val_labels"]
+    val_pred = cons.val_prediction(seen["det"], seen["predictors"])
+    full = cd.fit_noise_model(probs, y)
+    ll_full = cd.heldout_loglik(val_pred, val_labels, full.tau, full.transition)
+    given, out = (np.arange(len(y)), y), {}
+    sym = symmetric_transition(full.transition, y, False)
+    variants = {"sym1": sym, "symc": symmetric_transition(full.transition, y, True), "half": (sym + full.transition) / 2}
+    for name, T in variants.items():
+        m = cd.NoiseModel(T, cd.fit_temperature(probs, y, T))
+        out[f"z_{name}"] = cd.paired_z(cd.heldout_loglik(val_pred, val_labels, m.tau, T) - ll_full)
+        post = cd.label_posterior((1 - s.model_weight) * m.calibrated(probs) + s.model_weight * ens, y, T)
+        out[f"f1_{name}"] = f1(cd.posterior_issues(post, y), wrong)
+        out[f"share_{name}"] = float(cd.posterior_issues(post, y).mean())
+        out[f"auroc_post_{name}"] = auroc(post[given], wrong)
+        out[f"auroc_mean_{name}"] = auroc((score + post[given]) / 2, wrong)
+    # the method's rule (final_noise=auto): its noise model, chosen on the validation split's noisy labels
+    chosen, stats = cons.final_noise_model(det, y, val_labels, dataclasses.replace(s, final_noise="auto"))
+    out.update(final_noise=stats.get("final_noise"), final_noise_z=stats.get("final_noise_z"))
+    if chosen is not None:
+        calibrated, _ = det.noise
+        post = cd.label_posterior((1 - s.model_weight) * chosen.calibrated(calibrated) + s.model_weight * ens, y,
+                                  chosen.transition)
+        out.update(f1_auto=f1(cd.posterior_issues(post, y), wrong), share_auto=float(cd.posterior_issues(post, y).mean()),
+                   auroc_auto=auroc((score + post[given]) / 2, wrong))
+    # the symmetry test (§21): symmetric T where it cannot reject symmetric noise at the 5 % level, else the full T
+    out["sym_p"] = symmetry_pvalue(probs, full.calibrated(probs), y, full.transition)
+    pick = "sym1" if out["sym_p"] >= 0.05 else None
+    post = cd.label_posterior((1 - s.model_weight) * full.calibrated(probs) + s.model_weight * ens, y, full.transition)
+    out["f1_symtest"] = out["f1_sym1"] if pick else f1(cd.posterior_issues(post, y), wrong)
+    out["auroc_symtest"] = out["auroc_mean_sym1"] if pick else auroc((score + post[given]) / 2, wrong)
+    out["auroc_symtest_post"] = out["auroc_post_sym1"] if pick else auroc((score + post[given]) / 2, wrong)
+    if chosen is None:  # the full T's (the method before §21)
+        out.update(f1_auto=f1(cd.posterior_issues(post, y), wrong), share_auto=float(cd.posterior_issues(post, y).mean()),
+                   auroc_auto=auroc((score + post[given]) / 2, wrong))
+    return out
 
 
 def run_final(args) -> None:
@@ -608,6 +692,32 @@ def heldout_rates(seen: dict, models: dict, row: dict, z_min: float = 2.0) -> st
     return chosen
 
 
+def structure_cell(noise: str, seed: int, data: str, grid: dict) -> dict:
+    """§21 without fine-tuning: which noise process ``final_noise=auto`` picks from the detector alone (its z), and
+    the detector's posterior's verdict and ranking under the full T and under the symmetric one, against the truth."""
+    from noisyft.methods import consensus_detect as cd
+    from noisyft.methods.consensus import ConsensusSettings, final_noise_model, run_detector
+
+    ctx = make_ctx(data=data, noise=None if noise == "none" else noise, seed=seed, method="consensus", **grid)
+    det = run_detector(ctx, ConsensusSettings())
+    y, wrong = ctx.train.labels, ctx.train.true_labels != ctx.train.labels
+    chosen, stats = final_noise_model(det, y, ctx.val.labels if ctx.val is not None else None, ConsensusSettings())
+    calibrated, T = det.noise
+    sym = cd.symmetric_noise_model(calibrated, y, T)
+    row = {"noise": noise, "seed": seed, "realised": float(wrong.mean()), "detector_noise_model": det.noise_model,
+           "final_noise": stats.get("final_noise"), "final_noise_z": stats.get("final_noise_z")}
+    for tag, post in (("full", cd.label_posterior(calibrated, y, T)),
+                      ("sym", cd.label_posterior(sym.calibrated(calibrated), y, sym.transition))):
+        row[f"f1_{tag}"] = f1(cd.posterior_issues(post, y), wrong)
+        row[f"auroc_{tag}"] = auroc(post[np.arange(len(y)), y], wrong)
+    return row
+
+
+def run_structure(args) -> None:
+    grid = {**GRID, "image_size": args.image_size, "max_train": args.max_train}
+    run_cells(args, lambda noise, seed: structure_cell(noise, seed, args.data, grid))
+
+
 def run_rates(args) -> None:
     grid = {**GRID, "image_size": args.image_size, "max_train": args.max_train}
     run_cells(args, lambda noise, seed: rates_cell(noise, seed, args.data, grid))
@@ -681,6 +791,7 @@ def main() -> None:
                    help="the detector's settings KEY=VALUE (ConsensusSettings), e.g. components=cotrain")
     _subcommand(sub, "start", [0, 1], "new_method_start")
     _subcommand(sub, "rates", [0], "noise_rates", sized=True)
+    _subcommand(sub, "structure", [0, 1, 2], "final_noise_detector", sized=True)
     _subcommand(sub, "prior", [0], "prior_matched", sized=True)
     e = _subcommand(sub, "estimate", [0, 1, 2], "cotrain_rule_estimates", sized=True)
     e.add_argument("--max-test", type=int, default=GRID["max_test"])
@@ -713,6 +824,8 @@ def main() -> None:
         run_prior(args)
     elif args.cmd == "rates":
         run_rates(args)
+    elif args.cmd == "structure":
+        run_structure(args)
     elif args.cmd == "start":
         run_start(args)
     elif args.cmd == "estimate":

@@ -265,6 +265,96 @@ def test_final_verdict_only_under_the_prediction_s_own_noise_model():
     assert not final_verdict(ConsensusSettings(), det._replace(noise_model="oof"))
 
 
+def test_symmetric_noise_model_keeps_the_mean_rate_and_spreads_the_rest_evenly():
+    """symmetric_noise_model: one noise rate (the label-weighted mean of T's diagonal) for every class, its wrong labels
+    spread evenly over the other classes, rows summing to 1."""
+    T = np.array([[0.9, 0.1, 0.0], [0.0, 0.6, 0.4], [0.2, 0.0, 0.8]])
+    labels = np.array([0, 0, 1, 2])  # weights 2/4, 1/4, 1/4: mean diagonal 0.8
+    probs = np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    m = cd.symmetric_noise_model(probs, labels, T)
+    np.testing.assert_allclose(np.diag(m.transition), 0.8)
+    np.testing.assert_allclose(m.transition[~np.eye(3, dtype=bool)], 0.1)
+    np.testing.assert_allclose(m.transition.sum(1), 1.0)
+    assert m.tau > 0
+
+
+def _detection_with_noise(flip, seed: int = 0):
+    """A Detection on 4 classes (600 training and 600 validation samples, the prediction 70 % on the true class and
+    10 % on each other) whose labels were flipped by ``flip(true, rng)`` at 30 %: its noise (the confident joint's
+    T) and its calibrated validation prediction, as run_detector makes them."""
+    from noisyft.methods.consensus import Detection
+
+    rng = np.random.default_rng(seed)
+
+    def draw(n):
+        true = rng.integers(0, 4, n)
+        probs = np.full((n, 4), 0.1)
+        probs[np.arange(n), true] = 0.7
+        labels = np.where(rng.random(n) < 0.3, flip(true, rng), true)
+        return probs, labels
+
+    (probs, labels), (val_probs, val_labels) = draw(600), draw(600)
+    fitted = cd.fit_noise_model(probs, labels)
+    det = Detection(np.ones(600), np.ones(600), probs, None, (fitted.calibrated(probs), fitted.transition),
+                    np.zeros(600, bool), val_probs=fitted.calibrated(val_probs))
+    return det, labels, val_labels
+
+
+@pytest.mark.parametrize("noise, expected", [("symmetric", "symmetric"), ("pairs", "full")])
+def test_final_noise_auto_keeps_the_symmetric_model_only_where_heldout_labels_do_not_reject_it(noise, expected):
+    """final_noise=auto: the symmetric noise process where the noise is symmetric; where every wrong label is the next
+    class (pair flips) the held-out labels reject it (z far below −verdict_z) and the full T stays; full/symmetric
+    force their choice; without a validation split: the full T."""
+    from noisyft.methods.consensus import final_noise_model
+
+    flips = {"symmetric": lambda true, rng: (true + rng.integers(1, 4, len(true))) % 4,
+             "pairs": lambda true, rng: (true + 1) % 4}
+    det, labels, val_labels = _detection_with_noise(flips[noise])
+    model, stats = final_noise_model(det, labels, val_labels, ConsensusSettings())
+    assert stats["final_noise"] == expected and (model is None) == (expected == "full")
+    assert (stats["final_noise_z"] < -10) == (noise == "pairs")
+    assert final_noise_model(det, labels, val_labels, ConsensusSettings(final_noise="full"))[0] is None
+    assert final_noise_model(det, labels, val_labels, ConsensusSettings(final_noise="symmetric"))[0] is not None
+    assert final_noise_model(det, labels, None, ConsensusSettings())[0] is None
+    assert final_noise_model(det, labels, val_labels, ConsensusSettings(issues_from="detector")) == (None, {})
+
+
+def test_the_final_verdict_and_ranking_under_the_symmetric_noise_model():
+    """With a final noise model, is_label_issue and label_quality come from the posterior of the same prediction
+    (the detector's, recalibrated to it, mixed with the model's ensemble) under that model's T, not the targets'
+    own; fine-tuning's targets keep T; a checkpoint written before final_noise reports under T, as it did then."""
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7]])
+    T = np.array([[0.95, 0.05], [0.6, 0.4]])
+    sym = cd.NoiseModel(np.array([[0.7, 0.3], [0.3, 0.7]]), 0.5)
+    logits = torch.tensor([[4.0, 0.0], [4.0, 0.0], [-4.0, 4.0], [0.0, 4.0], [0.0, 4.0], [0.0, 4.0]])
+
+    def trained(final_noise):
+        t = RefurbishedTargets(labels, np.ones(6), probs, np.ones(6), ConsensusSettings(), transition=T,
+                               verdict=np.zeros(6, bool), final_verdict=True, final_noise=final_noise)
+        t(logits, torch.as_tensor(labels), torch.arange(6))
+        t.end_epoch(2)
+        return t
+
+    full, t = trained(None), trained(sym)
+    np.testing.assert_allclose(t.post.numpy(), full.post.numpy())  # the targets: T's posterior either way
+    pred = 0.5 * cd.temper(probs, 0.5) + 0.5 * t.ensemble.double().numpy()
+    post = cd.label_posterior(pred, labels, sym.transition)
+    np.testing.assert_allclose(t.final_posterior(), post, rtol=1e-6)
+    assert t.issues().tolist() == cd.posterior_issues(post, labels).tolist()
+    np.testing.assert_allclose(t.label_quality(), (t.score.numpy() + post[np.arange(6), labels]) / 2, rtol=1e-6)
+    assert not np.allclose(t.label_quality(), full.label_quality())
+    old = {k: v for k, v in t.state_dict().items() if k not in ("final_T", "final_tau")}
+    resumed = RefurbishedTargets(labels, np.ones(6), probs, np.ones(6), ConsensusSettings(), transition=T,
+                                 verdict=np.zeros(6, bool), final_verdict=True)
+    resumed.load_state_dict(old)
+    np.testing.assert_allclose(resumed.label_quality(), full.label_quality(), rtol=1e-6)
+    again = RefurbishedTargets(labels, np.ones(6), probs, np.ones(6), ConsensusSettings(), transition=T,
+                               verdict=np.zeros(6, bool), final_verdict=True)
+    again.load_state_dict(t.state_dict())  # a resumed run keeps its final noise model
+    np.testing.assert_allclose(again.label_quality(), t.label_quality(), rtol=1e-6)
+
+
 def _target_loss(transition=None, **settings) -> float:
     """The fine-tuning loss on one sample labelled 0 that the detector flags and predicts as class 1 (p = 0.7)."""
     s = ConsensusSettings(elr_lambda=0.0, **{"relabel": "flagged", **settings})

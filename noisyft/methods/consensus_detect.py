@@ -304,6 +304,29 @@ def fit_noise_model(probs: np.ndarray, labels: np.ndarray, rates: np.ndarray | N
     return NoiseModel(T, fit_temperature(probs, labels, T))
 
 
+def symmetric_noise_model(calibrated: np.ndarray, labels: np.ndarray, transition: np.ndarray) -> NoiseModel:
+    """Symmetric noise at ``transition``'s own rate: every class keeps the label-weighted mean of its diagonal and
+    spreads the rest evenly over the other classes; τ refitted on ``calibrated`` (a prediction already on
+    ``transition``'s scale, so τ is relative to that).
+
+    Why: the confident joint reads a weak model's confusions (cat↔dog) as noise, so under symmetric noise its T
+    makes a flip between confusable classes look likely and one between unrelated classes unlikely, and ranks
+    wrong labels by the model's confusion (new_method_design.md §21).
+    """
+    labels, c = np.asarray(labels, dtype=np.int64), len(transition)
+    keep = np.bincount(labels, minlength=c) @ np.diag(transition) / max(len(labels), 1)
+    T = np.where(np.eye(c, dtype=bool), keep, (1 - keep) / max(c - 1, 1))
+    return NoiseModel(T, fit_temperature(calibrated, labels, T))
+
+
+def symmetric_z(val_calibrated: np.ndarray, val_labels: np.ndarray, transition: np.ndarray, sym: NoiseModel) -> float:
+    """How clearly (paired standard errors of the per-sample log-likelihood) the symmetric noise model ``sym``
+    predicts held-out noisy labels better than the full ``transition`` (negative: the full one predicts them better);
+    ``val_calibrated``: their prediction on ``transition``'s scale."""
+    full = heldout_loglik(val_calibrated, val_labels, 1.0, transition)
+    return paired_z(heldout_loglik(val_calibrated, val_labels, sym.tau, sym.transition) - full)
+
+
 def noise_model(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the prediction calibrated to the noise process, T): what :func:`label_posterior` needs."""
     m = fit_noise_model(probs, labels)
